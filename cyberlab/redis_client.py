@@ -1,0 +1,258 @@
+"""The Redis utility every app uses for raw keys.
+
+Raw keys hold JSON (or plain strings, hashes, sets, sorted sets) so operators can read
+them with redis-cli. The connection comes from django-redis's pool, so the cache, the
+session engine and these helpers share one pool per process.
+
+Helpers raise `RedisUnavailable` when Redis cannot be reached; `fallback()` turns that
+into a default the caller chooses and logs once per incident. After a failure Redis is
+skipped for `REDIS_RETRY_INTERVAL` seconds, so a server that hangs costs one timeout per
+interval instead of one per call.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import redis
+from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
+from django_redis import get_redis_connection
+from django_redis.client import DefaultClient
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Errors that mean "Redis is not answering", as opposed to a bug in a command.
+CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
+
+
+class RedisUnavailable(RuntimeError):
+    """Redis did not answer; the caller should degrade."""
+
+
+class _Incident:
+    """Tracks one outage so it is logged once, and skips Redis while it lasts."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.down_since: float | None = None
+        self.retry_at = 0.0
+
+    def check(self) -> None:
+        if self.down_since is not None and time.monotonic() < self.retry_at:
+            raise RedisUnavailable("Redis is unavailable (retrying shortly)")
+
+    def fail(self, error: BaseException) -> None:
+        with self._lock:
+            now = time.monotonic()
+            first = self.down_since is None
+            if first:
+                self.down_since = now
+            self.retry_at = now + settings.REDIS_RETRY_INTERVAL
+        if first:
+            logger.warning("Redis unavailable, degrading until it answers again: %s", error)
+
+    def recover(self) -> None:
+        if self.down_since is None:
+            return
+        with self._lock:
+            if self.down_since is None:
+                return
+            outage = time.monotonic() - self.down_since
+            self.down_since = None
+            self.retry_at = 0.0
+        logger.warning("Redis answers again after %.1f s", outage)
+
+    @property
+    def is_down(self) -> bool:
+        return self.down_since is not None
+
+
+incident = _Incident()
+
+
+def get_client() -> redis.Redis:
+    """The raw client on django-redis's shared connection pool."""
+    return get_redis_connection("default")
+
+
+@contextmanager
+def connection() -> Iterator[redis.Redis]:
+    """Yields the client; connection failures become `RedisUnavailable`.
+
+    Use it for commands the helpers below do not cover (pipelines, Lua scripts).
+    """
+    incident.check()
+    try:
+        yield get_client()
+    except CONNECTION_ERRORS as error:
+        incident.fail(error)
+        raise RedisUnavailable(str(error)) from error
+    incident.recover()
+
+
+def fallback(func: Callable[[], T], default: T) -> T:
+    """Runs `func`; when Redis is unavailable returns `default` instead."""
+    try:
+        return func()
+    except RedisUnavailable:
+        return default
+
+
+def is_available() -> bool:
+    """Pings Redis now (ignoring the retry interval): the readiness probe."""
+    try:
+        get_client().ping()
+    except CONNECTION_ERRORS as error:
+        incident.fail(error)
+        return False
+    incident.recover()
+    return True
+
+
+# --- JSON values --------------------------------------------------------------
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, cls=DjangoJSONEncoder, separators=(",", ":"))
+
+
+def json_get(key: str, default: Any = None) -> Any:
+    """The JSON value at `key`, or `default` when it is missing or unreadable."""
+    with connection() as client:
+        raw = client.get(key)
+    if raw is None:
+        return default
+    try:
+        return json.loads(raw)
+    except ValueError:
+        logger.error("Redis key %s does not hold JSON; ignoring it", key)
+        return default
+
+
+def json_set(key: str, value: Any, ttl: int | float | None = None) -> bool:
+    """Stores `value` as JSON; False (and nothing stored) when it is not JSON-ready."""
+    try:
+        payload = dumps(value)
+    except (TypeError, ValueError) as error:
+        logger.error("Not caching %s: value is not JSON-ready (%s)", key, error)
+        return False
+    with connection() as client:
+        if ttl is None:
+            client.set(key, payload)
+        else:
+            client.set(key, payload, px=max(1, int(ttl * 1000)))
+    return True
+
+
+# --- hashes -------------------------------------------------------------------
+
+
+def hash_get(key: str) -> dict[str, str]:
+    """Every field of the hash at `key` ({} when missing)."""
+    with connection() as client:
+        raw = client.hgetall(key)
+    return {_text(field): _text(value) for field, value in raw.items()}
+
+
+def hash_get_field(key: str, field: str) -> str | None:
+    with connection() as client:
+        value = client.hget(key, field)
+    return None if value is None else _text(value)
+
+
+def hash_set(key: str, mapping: Mapping[str, Any], ttl: int | float | None = None) -> None:
+    """Sets fields (non-string values stored as JSON), optionally (re)setting the TTL."""
+    fields = {name: value if isinstance(value, str) else dumps(value) for name, value in mapping.items()}
+    with connection() as client:
+        pipe = client.pipeline(transaction=True)
+        pipe.hset(key, mapping=fields)
+        if ttl is not None:
+            pipe.pexpire(key, max(1, int(ttl * 1000)))
+        pipe.execute()
+
+
+def hash_delete(key: str, *fields: str) -> int:
+    """Deletes fields of the hash, or the whole key when no field is named."""
+    with connection() as client:
+        return client.hdel(key, *fields) if fields else client.delete(key)
+
+
+# --- lifetimes and deletion ----------------------------------------------------
+
+
+def ttl(key: str) -> float | None:
+    """Seconds left; None when the key is missing or has no expiry."""
+    with connection() as client:
+        millis = client.pttl(key)
+    return None if millis < 0 else millis / 1000
+
+
+def refresh_ttl(key: str, ttl: int | float) -> bool:
+    """Sets the key's time to live; False when the key does not exist."""
+    with connection() as client:
+        return bool(client.pexpire(key, max(1, int(ttl * 1000))))
+
+
+def delete(*keys: str) -> int:
+    if not keys:
+        return 0
+    with connection() as client:
+        return client.unlink(*keys)
+
+
+def delete_pattern(pattern: str, batch: int = 500) -> int:
+    """Deletes every key matching `pattern`, walking with SCAN (never KEYS)."""
+    deleted = 0
+    with connection() as client:
+        chunk: list[bytes] = []
+        for key in client.scan_iter(match=pattern, count=batch):
+            chunk.append(key)
+            if len(chunk) >= batch:
+                deleted += client.unlink(*chunk)
+                chunk = []
+        if chunk:
+            deleted += client.unlink(*chunk)
+    return deleted
+
+
+def scan_keys(pattern: str, batch: int = 500) -> list[str]:
+    with connection() as client:
+        return sorted(_text(key) for key in client.scan_iter(match=pattern, count=batch))
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+# --- Django's cache client ------------------------------------------------------
+
+
+class SafeJSONCacheClient(DefaultClient):
+    """django-redis client that refuses values the JSON serializer cannot encode.
+
+    The JSON serializer raises on anything it cannot encode; through Django's cache
+    that would be a 500. Such a value is logged and simply not cached.
+    """
+
+    def set(self, key, value, *args, **kwargs):
+        try:
+            return super().set(key, value, *args, **kwargs)
+        except (TypeError, ValueError) as error:
+            logger.error("Not caching %s: value is not JSON-ready (%s)", key, error)
+            return False
+
+    def set_many(self, data, *args, **kwargs):
+        try:
+            return super().set_many(data, *args, **kwargs)
+        except (TypeError, ValueError) as error:
+            logger.error("Not caching %d keys: a value is not JSON-ready (%s)", len(data), error)
+            return []

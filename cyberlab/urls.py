@@ -1,0 +1,25 @@
+from django.conf import settings
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from cyberlab import api, health
+
+api_v1 = [
+    path("auth/", include("cyberlab.accounts.urls")),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+]
+
+urlpatterns = [
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("admin/", admin.site.urls),
+    path("api/v1/", include(api_v1)),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+]
+
+if settings.BENCH_CEILING:
+    urlpatterns.append(path("bench/ceiling/", api.CeilingView.as_view(), name="bench-ceiling"))
+
+handler404 = "cyberlab.api.not_found"
+handler500 = "cyberlab.api.server_error"

@@ -1,0 +1,57 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from django.test import override_settings
+
+from tests.conftest import free_port
+from tests.cyberlab.test_redis_client import dead_cache_settings
+
+
+def test_healthz_answers_without_dependencies(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+@pytest.mark.django_db
+def test_readyz_reports_each_dependency(client):
+    body = client.get("/readyz").json()
+    assert body["status"] == "ok"
+    assert {name: check["ok"] for name, check in body["checks"].items()} == {
+        "postgres": True,
+        "redis": True,
+        "broker": True,
+    }
+
+
+@pytest.mark.django_db
+def test_readyz_is_degraded_but_200_when_only_redis_is_down(client):
+    with override_settings(CACHES=dead_cache_settings()):
+        response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json()["status"] == "degraded"
+    assert response.json()["checks"]["redis"]["ok"] is False
+
+
+def test_readyz_is_503_when_postgres_is_down():
+    # given a process whose database does not answer
+    env = {**os.environ, "DATABASE_URL": f"postgres://postgres@127.0.0.1:{free_port()}/cyberlab"}
+    script = (
+        "import django, json; django.setup();"
+        "from django.test import Client;"
+        "r = Client(HTTP_HOST='localhost').get('/readyz');"
+        "print(json.dumps({'status': r.status_code, 'body': r.json()}))"
+    )
+    # when
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60, check=True
+    )
+    answer = json.loads(result.stdout.strip().splitlines()[-1])
+    # then
+    assert answer["status"] == 503
+    assert answer["body"]["status"] == "unavailable"
+    assert answer["body"]["checks"]["postgres"]["ok"] is False
+    assert answer["body"]["checks"]["redis"]["ok"] is True

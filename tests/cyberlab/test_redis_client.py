@@ -1,0 +1,121 @@
+import datetime
+import logging
+import time
+
+import pytest
+from django.test import override_settings
+
+from cyberlab import redis_client
+from tests.conftest import free_port
+
+
+def dead_cache_settings():
+    from django.conf import settings
+
+    location = f"redis://127.0.0.1:{free_port()}/0"
+    return {"default": {**settings.CACHES["default"], "LOCATION": location}}
+
+
+def test_json_round_trip_with_ttl(redis):
+    # given
+    value = {"a": 1, "when": datetime.datetime(2026, 1, 2, tzinfo=datetime.UTC), "tags": ["x"]}
+    # when
+    stored = redis_client.json_set("sample:json", value, ttl=60)
+    # then
+    assert stored is True
+    assert redis_client.json_get("sample:json") == {"a": 1, "when": "2026-01-02T00:00:00Z", "tags": ["x"]}
+    assert 59 <= redis_client.ttl("sample:json") <= 60
+    assert redis.get("sample:json").startswith(b"{")
+
+
+def test_json_get_of_missing_key_returns_the_default():
+    assert redis_client.json_get("sample:missing", default={"empty": True}) == {"empty": True}
+
+
+def test_json_set_refuses_a_value_that_is_not_json_ready(redis):
+    assert redis_client.json_set("sample:bad", {"x": object()}) is False
+    assert redis.exists("sample:bad") == 0
+
+
+def test_hash_helpers(redis):
+    # given
+    redis_client.hash_set("sample:hash", {"status": "running", "ports": {"80": 1234}}, ttl=30)
+    # then
+    assert redis_client.hash_get("sample:hash") == {"status": "running", "ports": '{"80":1234}'}
+    assert redis_client.hash_get_field("sample:hash", "status") == "running"
+    assert redis_client.hash_get_field("sample:hash", "nope") is None
+    assert 29 <= redis_client.ttl("sample:hash") <= 30
+    # when a field is deleted, then the whole key
+    assert redis_client.hash_delete("sample:hash", "ports") == 1
+    assert redis_client.hash_get("sample:hash") == {"status": "running"}
+    assert redis_client.hash_delete("sample:hash") == 1
+    assert redis_client.hash_get("sample:hash") == {}
+
+
+def test_ttl_read_and_refresh(redis):
+    redis.set("sample:ttl", "1")
+    assert redis_client.ttl("sample:ttl") is None
+    assert redis_client.refresh_ttl("sample:ttl", 120) is True
+    assert 119 <= redis_client.ttl("sample:ttl") <= 120
+    assert redis_client.refresh_ttl("sample:absent", 10) is False
+    assert redis_client.ttl("sample:absent") is None
+
+
+def test_delete_pattern_uses_scan_and_removes_only_matches(redis):
+    # given more keys than one SCAN batch
+    for index in range(1200):
+        redis.set(f"course:{index}", "x")
+    redis.set("lab:1", "keep")
+    # when
+    deleted = redis_client.delete_pattern("course:*", batch=100)
+    # then
+    assert deleted == 1200
+    assert redis_client.scan_keys("course:*") == []
+    assert redis.get("lab:1") == b"keep"
+
+
+def test_delete_removes_named_keys(redis):
+    redis.set("a:1", "x")
+    redis.set("a:2", "x")
+    assert redis_client.delete("a:1", "a:2", "a:3") == 2
+    assert redis_client.delete() == 0
+
+
+def test_fallback_returns_the_callers_default_when_redis_is_down():
+    with override_settings(CACHES=dead_cache_settings()):
+        assert redis_client.fallback(lambda: redis_client.json_get("k"), "default") == "default"
+        assert redis_client.fallback(lambda: redis_client.hash_get("k"), {}) == {}
+        assert redis_client.is_available() is False
+
+
+def test_an_outage_is_logged_once_not_once_per_call(caplog):
+    with (
+        override_settings(CACHES=dead_cache_settings(), REDIS_RETRY_INTERVAL=0.05),
+        caplog.at_level(logging.WARNING, logger="cyberlab.redis_client"),
+    ):
+        for _ in range(20):
+            redis_client.fallback(lambda: redis_client.json_get("k"), None)
+            time.sleep(0.01)
+    unavailable = [r for r in caplog.records if "unavailable" in r.getMessage()]
+    assert len(unavailable) == 1
+
+
+def test_recovery_is_logged_and_redis_is_used_again(caplog, redis):
+    # given an outage
+    with override_settings(CACHES=dead_cache_settings(), REDIS_RETRY_INTERVAL=0.0):
+        redis_client.fallback(lambda: redis_client.json_get("k"), None)
+    assert redis_client.incident.is_down
+    # when Redis answers again
+    with caplog.at_level(logging.WARNING, logger="cyberlab.redis_client"):
+        redis_client.json_set("back", {"ok": True})
+    # then
+    assert not redis_client.incident.is_down
+    assert redis.get("back") == b'{"ok":true}'
+    assert any("answers again" in r.getMessage() for r in caplog.records)
+
+
+def test_calls_skip_redis_while_an_incident_is_fresh():
+    with override_settings(CACHES=dead_cache_settings(), REDIS_RETRY_INTERVAL=30):
+        redis_client.fallback(lambda: redis_client.json_get("k"), None)
+        with pytest.raises(redis_client.RedisUnavailable, match="retrying"):
+            redis_client.json_get("k")
