@@ -49,6 +49,13 @@ if not SECRET_KEY:
         raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off.")
     SECRET_KEY = "insecure-development-key-do-not-use-in-production"  # noqa: S105
 
+# Dynamic flags are HMACs of this secret: its own, so rotating SECRET_KEY keeps them.
+FLAG_SECRET = os.environ.get("FLAG_SECRET", "")
+if not FLAG_SECRET:
+    if not DEBUG:
+        raise ImproperlyConfigured("FLAG_SECRET must be set when DEBUG is off.")
+    FLAG_SECRET = "insecure-development-flag-secret"  # noqa: S105
+
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 

@@ -7,6 +7,9 @@ from cyberlab import api, health
 
 api_v1 = [
     path("auth/", include("cyberlab.accounts.urls")),
+    path("", include("labs.urls")),
+    path("", include("vms.urls")),
+    path("", include("leaderboard.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
 ]
 
