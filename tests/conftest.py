@@ -135,3 +135,12 @@ def private_redis(tmp_path):
     server.start()
     yield server
     server.kill()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Under CI a skipped test is a failure: every real-service test must have run."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter else []
+    if IN_CI and skipped:
+        reporter.write_line(f"CI=true: {len(skipped)} test(s) were skipped; failing the run.", red=True)
+        session.exitstatus = 1

@@ -6,8 +6,8 @@ import os
 _worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
 _redis = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
 _db = int(os.environ.get("TEST_REDIS_DB", "10")) + 2 * _worker
+os.environ.pop("CELERY_BROKER_URL", None)  # the broker follows REDIS_URL: database index + 1
 os.environ["REDIS_URL"] = f"{_redis}/{_db}"
-os.environ["CELERY_BROKER_URL"] = f"{_redis}/{_db + 1}"
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/cyberlab")
 os.environ.setdefault("SECRET_KEY", "test-secret-key")
 os.environ.setdefault("FLAG_SECRET", "test-flag-secret")
