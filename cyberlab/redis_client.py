@@ -22,9 +22,11 @@ from typing import Any, TypeVar
 
 import redis
 from django.conf import settings
+from django.core.cache import caches
 from django.core.serializers.json import DjangoJSONEncoder
 from django_redis import get_redis_connection
 from django_redis.client import DefaultClient
+from django_redis.exceptions import ConnectionInterrupted
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +83,9 @@ incident = _Incident()
 
 def get_client() -> redis.Redis:
     """The raw client on django-redis's shared connection pool."""
+    client = caches["default"].client
+    if isinstance(client, SafeJSONCacheClient):
+        return client.raw_client()
     return get_redis_connection("default")
 
 
@@ -237,11 +242,24 @@ def _text(value: bytes | str) -> str:
 
 
 class SafeJSONCacheClient(DefaultClient):
-    """django-redis client that refuses values the JSON serializer cannot encode.
+    """django-redis client that shares the utility's outage handling.
 
-    The JSON serializer raises on anything it cannot encode; through Django's cache
-    that would be a 500. Such a value is logged and simply not cached.
+    While an outage is known, cache calls skip Redis instead of each waiting for a
+    timeout (a hung server would otherwise cost every cache call a full timeout). And
+    the JSON serializer raises on anything it cannot encode; through Django's cache that
+    would be a 500, so such a value is logged and simply not cached.
     """
+
+    def get_client(self, *args, **kwargs):
+        try:
+            incident.check()
+        except RedisUnavailable as error:
+            raise ConnectionInterrupted(connection=None) from error
+        return super().get_client(*args, **kwargs)
+
+    def raw_client(self) -> redis.Redis:
+        """The client without the outage check: the utility does its own."""
+        return super().get_client(write=True)
 
     def set(self, key, value, *args, **kwargs):
         try:
@@ -256,3 +274,19 @@ class SafeJSONCacheClient(DefaultClient):
         except (TypeError, ValueError) as error:
             logger.error("Not caching %d keys: a value is not JSON-ready (%s)", len(data), error)
             return []
+
+
+class IncidentLogFilter(logging.Filter):
+    """Turns django-redis's log line per ignored exception into the utility's incident.
+
+    Each failed cache call opens (or extends) the incident, which is logged once; calls
+    skipped because the incident is open are not failures of their own.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if error is None:
+            return True
+        if not isinstance(error.__cause__, RedisUnavailable):
+            incident.fail(error.__cause__ or error)
+        return False

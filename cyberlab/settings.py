@@ -361,12 +361,13 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "filters": {"redis_incident": {"()": "cyberlab.redis_client.IncidentLogFilter"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
-        # django-redis logs every ignored exception; one line per incident comes from
-        # cyberlab.redis_client instead, so these stay at ERROR and below the noise.
-        "cyberlab.redis": {"level": os.environ.get("REDIS_LOG_LEVEL", "ERROR")},
+        # django-redis logs every exception it ignores; the filter folds them into the
+        # Redis utility's incident, which logs one line per outage and one on recovery.
+        "cyberlab.redis": {"level": "ERROR", "filters": ["redis_incident"]},
     },
 }

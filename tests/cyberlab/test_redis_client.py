@@ -119,3 +119,31 @@ def test_calls_skip_redis_while_an_incident_is_fresh():
         redis_client.fallback(lambda: redis_client.json_get("k"), None)
         with pytest.raises(redis_client.RedisUnavailable, match="retrying"):
             redis_client.json_get("k")
+
+
+def test_django_cache_errors_are_ignored_and_logged_once_per_outage(caplog):
+    from django.core.cache import caches
+
+    with (
+        override_settings(CACHES=dead_cache_settings(), REDIS_RETRY_INTERVAL=0.0),
+        caplog.at_level(logging.INFO),
+    ):
+        cache = caches["default"]
+        results = [cache.get("anything", "default") for _ in range(10)]
+        cache.set("anything", {"x": 1}, 60)
+    assert results == ["default"] * 10
+    messages = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len([m for m in messages if "Redis unavailable" in m]) == 1
+    assert not [m for m in messages if "Exception ignored" in m]
+
+
+def test_cache_calls_skip_redis_while_an_outage_is_known():
+    from django.core.cache import caches
+
+    with override_settings(CACHES=dead_cache_settings(), REDIS_RETRY_INTERVAL=30):
+        caches["default"].get("anything")
+        assert redis_client.incident.is_down
+        retry_at = redis_client.incident.retry_at
+        # skipped calls neither reach Redis nor extend the outage
+        assert caches["default"].get("anything", "default") == "default"
+        assert redis_client.incident.retry_at == retry_at
