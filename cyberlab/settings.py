@@ -371,3 +371,7 @@ LOGGING = {
         "cyberlab.redis": {"level": "ERROR", "filters": ["redis_incident"]},
     },
 }
+
+# =============================================================================
+# Labs: the catalogue cache, flag submissions, the demo content
+# README.md "Authoring a course"; labs/cache.py explains the cache.

@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import re
+
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
+
+
+def _check_pattern(pattern: str, *, field: str) -> None:
+    if not pattern:
+        raise ValidationError({field: "A pattern is needed."})
+    try:
+        re.compile(pattern)
+    except re.error as error:
+        raise ValidationError({field: f"Not a valid regular expression: {error}."}) from error
 
 
 class Difficulty(models.TextChoices):
@@ -107,6 +119,12 @@ class Flag(models.Model):
     def __str__(self) -> str:
         return self.prompt[:60]
 
+    def clean(self) -> None:
+        if self.kind == FlagKind.STATIC and not self.value.strip():
+            raise ValidationError({"value": "A static flag needs its value."})
+        if self.kind == FlagKind.REGEX:
+            _check_pattern(self.value, field="value")
+
 
 class IssuedFlag(models.Model):
     """A dynamic flag handed to one learner: recognising a shared flag is one lookup."""
@@ -200,6 +218,14 @@ class Question(models.Model):
 
     def __str__(self) -> str:
         return self.text[:60]
+
+    def clean(self) -> None:
+        if self.kind != QuestionKind.TEXT:
+            return
+        if not self.answer.strip():
+            raise ValidationError({"answer": "A short-text question needs its answer."})
+        if self.match == TextMatch.REGEX:
+            _check_pattern(self.answer, field="answer")
 
 
 class Choice(models.Model):

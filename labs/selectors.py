@@ -1,0 +1,552 @@
+"""Reads of the catalogue and of learners' progress.
+
+The catalogue has a shared part (published content, the same for every learner, cached
+in Redis) and a personal part (my solves, my attempts) merged in per request and never
+stored in a shared entry. Staff see unpublished content and always read Postgres, so a
+preview neither reads nor fills the shared entries.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from datetime import datetime, timedelta
+
+from django.contrib.auth.models import AnonymousUser
+from django.db.models import Count, Max, Q, Sum
+from django.utils import timezone
+from rest_framework.exceptions import NotFound
+
+from cyberlab.accounts.models import User
+from labs import cache
+from labs.models import (
+    Course,
+    Enrollment,
+    Flag,
+    Lab,
+    Question,
+    Quiz,
+    QuizAttempt,
+    Solve,
+    Submission,
+    Verdict,
+)
+from labs.text import render_markdown
+
+
+def is_preview(user: User | AnonymousUser) -> bool:
+    """Staff see drafts and bypass the shared cache."""
+    return bool(user.is_authenticated and user.is_staff)
+
+
+def _learner(user: User | AnonymousUser) -> User | None:
+    return user if user.is_authenticated else None
+
+
+# --- shared parts (what a cache entry holds) --------------------------------------
+
+
+def _visible_courses(preview: bool):
+    return Course.objects.all() if preview else Course.objects.filter(published=True)
+
+
+def _course_list_build(*, preview: bool) -> list[dict]:
+    courses = list(_visible_courses(preview).order_by("order", "id"))
+    ids = [course.pk for course in courses]
+    published = Q() if preview else Q(published=True)
+    labs = dict(
+        Lab.objects.filter(published, course_id__in=ids)
+        .order_by()
+        .values_list("course_id")
+        .annotate(count=Count("id"))
+        .values_list("course_id", "count")
+    )
+    flag_filter = Q(lab__course_id__in=ids) & (Q() if preview else Q(lab__published=True))
+    flags = {
+        row["lab__course_id"]: row
+        for row in Flag.objects.filter(flag_filter)
+        .order_by()
+        .values("lab__course_id")
+        .annotate(count=Count("id"), points=Sum("points"))
+    }
+    quizzes = dict(
+        Quiz.objects.filter(published, course_id__in=ids)
+        .order_by()
+        .values_list("course_id")
+        .annotate(count=Count("id"))
+        .values_list("course_id", "count")
+    )
+    question_filter = Q(quiz__course_id__in=ids) & (Q() if preview else Q(quiz__published=True))
+    questions = {
+        row["quiz__course_id"]: row
+        for row in Question.objects.filter(question_filter)
+        .order_by()
+        .values("quiz__course_id")
+        .annotate(count=Count("id"), points=Sum("points"))
+    }
+    result = []
+    for course in courses:
+        flag_row = flags.get(course.pk, {"count": 0, "points": 0})
+        question_row = questions.get(course.pk, {"count": 0, "points": 0})
+        result.append(
+            {
+                "id": course.pk,
+                "slug": course.slug,
+                "title": course.title,
+                "summary": course.summary,
+                "difficulty": course.difficulty,
+                "tags": course.tags,
+                "order": course.order,
+                "published": course.published,
+                "lab_count": labs.get(course.pk, 0),
+                "quiz_count": quizzes.get(course.pk, 0),
+                "flag_count": flag_row["count"],
+                "question_count": question_row["count"],
+                "total_points": (flag_row["points"] or 0) + (question_row["points"] or 0),
+            }
+        )
+    return result
+
+
+def _course_detail_build(*, slug: str, preview: bool) -> dict:
+    course = _visible_courses(preview).filter(slug=slug).first()
+    if course is None:
+        raise NotFound("No such course.")
+    lab_filter = Q() if preview else Q(published=True)
+    labs = list(course.labs.filter(lab_filter).select_related("machine").order_by("order", "id"))
+    flag_totals = {
+        row["lab_id"]: row
+        for row in Flag.objects.filter(lab__in=labs)
+        .order_by()
+        .values("lab_id")
+        .annotate(count=Count("id"), points=Sum("points"))
+    }
+    quizzes = list(course.quizzes.filter(lab_filter).order_by("order", "id"))
+    question_totals = {
+        row["quiz_id"]: row
+        for row in Question.objects.filter(quiz__in=quizzes)
+        .order_by()
+        .values("quiz_id")
+        .annotate(count=Count("id"), points=Sum("points"))
+    }
+    empty = {"count": 0, "points": 0}
+    lab_items = [
+        {
+            "id": lab.pk,
+            "title": lab.title,
+            "difficulty": lab.difficulty,
+            "estimated_minutes": lab.estimated_minutes,
+            "order": lab.order,
+            "published": lab.published,
+            "has_machine": _has_machine(lab),
+            "flag_count": flag_totals.get(lab.pk, empty)["count"],
+            "points": flag_totals.get(lab.pk, empty)["points"] or 0,
+        }
+        for lab in labs
+    ]
+    quiz_items = [
+        {
+            "id": quiz.pk,
+            "title": quiz.title,
+            "order": quiz.order,
+            "published": quiz.published,
+            "pass_mark": quiz.pass_mark,
+            "max_attempts": quiz.max_attempts,
+            "question_count": question_totals.get(quiz.pk, empty)["count"],
+            "points": question_totals.get(quiz.pk, empty)["points"] or 0,
+        }
+        for quiz in quizzes
+    ]
+    return {
+        "id": course.pk,
+        "slug": course.slug,
+        "title": course.title,
+        "summary": course.summary,
+        "description": course.description,
+        "description_html": render_markdown(course.description),
+        "difficulty": course.difficulty,
+        "tags": course.tags,
+        "order": course.order,
+        "published": course.published,
+        "total_points": sum(item["points"] for item in lab_items + quiz_items),
+        "labs": lab_items,
+        "quizzes": quiz_items,
+    }
+
+
+def _has_machine(lab: Lab) -> bool:
+    try:
+        return lab.machine is not None
+    except Lab.machine.RelatedObjectDoesNotExist:
+        return False
+
+
+def _lab_get(*, lab_id: int, preview: bool) -> Lab:
+    queryset = Lab.objects.select_related("course", "machine")
+    if not preview:
+        queryset = queryset.filter(published=True, course__published=True)
+    lab = queryset.filter(pk=lab_id).first()
+    if lab is None:
+        raise NotFound("No such lab.")
+    return lab
+
+
+def _machine_summary(lab: Lab) -> dict | None:
+    if not _has_machine(lab):
+        return None
+    machine = lab.machine
+    # The image and environment stay server-side: the environment may hold the
+    # machine's secrets, and the learner needs only how to reach it.
+    return {
+        "ports": [
+            {"port": int(item.get("port", 0)), "protocol": str(item.get("protocol", "tcp"))}
+            for item in machine.ports or []
+            if isinstance(item, dict)
+        ],
+        "memory_mb": machine.memory_mb,
+        "cpus": float(machine.cpus),
+        "lifetime_minutes": machine.lifetime_minutes,
+        "ssh_user": machine.ssh_user if any(p.get("protocol") == "ssh" for p in machine.ports or []) else "",
+    }
+
+
+def _lab_detail_build(*, lab_id: int, preview: bool) -> dict:
+    lab = _lab_get(lab_id=lab_id, preview=preview)
+    flags = list(lab.flags.order_by("order", "id").values("id", "prompt", "points", "kind", "max_attempts"))
+    return {
+        "id": lab.pk,
+        "course": {"slug": lab.course.slug, "title": lab.course.title},
+        "title": lab.title,
+        "description": lab.description,
+        "description_html": render_markdown(lab.description),
+        "difficulty": lab.difficulty,
+        "estimated_minutes": lab.estimated_minutes,
+        "order": lab.order,
+        "published": lab.published,
+        "total_points": sum(flag["points"] for flag in flags),
+        "flags": flags,
+        "machine": _machine_summary(lab),
+    }
+
+
+def _quiz_get(*, quiz_id: int, preview: bool) -> Quiz:
+    queryset = Quiz.objects.select_related("course")
+    if not preview:
+        queryset = queryset.filter(published=True, course__published=True)
+    quiz = queryset.filter(pk=quiz_id).first()
+    if quiz is None:
+        raise NotFound("No such quiz.")
+    return quiz
+
+
+def _quiz_detail_build(*, quiz_id: int, preview: bool) -> dict:
+    quiz = _quiz_get(quiz_id=quiz_id, preview=preview)
+    questions = list(quiz.questions.order_by("order", "id").prefetch_related("choices"))
+    # Only what a learner may see before answering: never `correct`, `answer`,
+    # `match` or `explanation`.
+    items = [
+        {
+            "id": question.pk,
+            "text": question.text,
+            "kind": question.kind,
+            "points": question.points,
+            "order": question.order,
+            "choices": [{"id": choice.pk, "text": choice.text} for choice in question.choices.all()],
+        }
+        for question in questions
+    ]
+    return {
+        "id": quiz.pk,
+        "course": {"slug": quiz.course.slug, "title": quiz.course.title},
+        "title": quiz.title,
+        "order": quiz.order,
+        "published": quiz.published,
+        "pass_mark": quiz.pass_mark,
+        "max_attempts": quiz.max_attempts,
+        "min_wait_seconds": quiz.min_wait_seconds,
+        "shuffle": quiz.shuffle,
+        "total_points": sum(item["points"] for item in items),
+        "questions": items,
+    }
+
+
+def _shared(user: User | AnonymousUser, key: str, build) -> dict | list:
+    preview = is_preview(user)
+    if preview:
+        return build(preview=True)
+    return cache.catalogue_cached(key, lambda: build(preview=False))
+
+
+# --- the public selectors -------------------------------------------------------------
+
+
+def course_list(*, user: User | AnonymousUser) -> list[dict]:
+    """Visible courses: from the shared `courses:list` entry, zero queries when cached."""
+    return _shared(user, cache.courses_list_key(), _course_list_build)
+
+
+def course_detail(*, user: User | AnonymousUser, slug: str) -> dict:
+    """A course with its labs and quizzes, and my progress in each when signed in."""
+    detail = dict(
+        _shared(
+            user,
+            cache.course_key(slug=slug),
+            lambda preview: _course_detail_build(slug=slug, preview=preview),
+        )
+    )
+    learner = _learner(user)
+    if learner is None:
+        detail["progress"] = None
+        return detail
+    lab_ids = {lab["id"] for lab in detail["labs"]}
+    quiz_ids = {quiz["id"] for quiz in detail["quizzes"]}
+    solved_by_lab: dict[int, list[int]] = defaultdict(list)
+    solved_by_quiz: dict[int, list[int]] = defaultdict(list)
+    for lab_id, quiz_id, points in Solve.objects.filter(user=learner, course_id=detail["id"]).values_list(
+        "flag__lab_id", "question__quiz_id", "points"
+    ):
+        if lab_id in lab_ids:
+            solved_by_lab[lab_id].append(points)
+        elif quiz_id in quiz_ids:
+            solved_by_quiz[quiz_id].append(points)
+    attempts = {
+        row["quiz_id"]: row
+        for row in QuizAttempt.objects.filter(user=learner, quiz_id__in=quiz_ids)
+        .order_by()
+        .values("quiz_id")
+        .annotate(count=Count("id"), best=Max("score"), passed=Count("id", filter=Q(passed=True)))
+    }
+    labs = []
+    for lab in detail["labs"]:
+        solved = solved_by_lab.get(lab["id"], [])
+        labs.append(
+            {
+                **lab,
+                "progress": {
+                    "solved": len(solved),
+                    "points": sum(solved),
+                    "completed": lab["flag_count"] > 0 and len(solved) >= lab["flag_count"],
+                },
+            }
+        )
+    quizzes = []
+    for quiz in detail["quizzes"]:
+        solved = solved_by_quiz.get(quiz["id"], [])
+        row = attempts.get(quiz["id"])
+        quizzes.append(
+            {
+                **quiz,
+                "progress": {
+                    "attempts": row["count"] if row else 0,
+                    "best_score": row["best"] if row else None,
+                    "passed": bool(row and row["passed"]),
+                    "solved": len(solved),
+                    "points": sum(solved),
+                },
+            }
+        )
+    solved_total = sum(item["progress"]["solved"] for item in labs + quizzes)
+    total = sum(lab["flag_count"] for lab in labs) + sum(quiz["question_count"] for quiz in quizzes)
+    detail["labs"] = labs
+    detail["quizzes"] = quizzes
+    detail["progress"] = {
+        "enrolled": Enrollment.objects.filter(user=learner, course_id=detail["id"]).exists(),
+        "points": sum(item["progress"]["points"] for item in labs + quizzes),
+        "solved": solved_total,
+        "total": total,
+        "percent": _percent(solved_total, total),
+        "completed": total > 0 and solved_total >= total,
+    }
+    return detail
+
+
+def lab_detail(*, user: User, lab_id: int) -> dict:
+    """A lab with its flags (never their values), each marked solved-by-me."""
+    detail = dict(
+        _shared(
+            user,
+            cache.lab_key(lab_id=lab_id),
+            lambda preview: _lab_detail_build(lab_id=lab_id, preview=preview),
+        )
+    )
+    flag_ids = [flag["id"] for flag in detail["flags"]]
+    solved = set(Solve.objects.filter(user=user, flag_id__in=flag_ids).values_list("flag_id", flat=True))
+    limited = [flag["id"] for flag in detail["flags"] if flag["max_attempts"] is not None]
+    wrong = flag_wrong_attempts(user=user, flag_ids=limited) if limited else {}
+    flags = []
+    for flag in detail["flags"]:
+        attempts_left = None
+        if flag["max_attempts"] is not None and flag["id"] not in solved:
+            attempts_left = max(0, flag["max_attempts"] - wrong.get(flag["id"], 0))
+        flags.append({**flag, "solved": flag["id"] in solved, "attempts_left": attempts_left})
+    detail["flags"] = flags
+    detail["progress"] = {
+        "solved": len(solved),
+        "total": len(flags),
+        "points": sum(flag["points"] for flag in flags if flag["solved"]),
+        "completed": bool(flags) and len(solved) >= len(flags),
+    }
+    return detail
+
+
+def quiz_detail(*, user: User, quiz_id: int) -> dict:
+    """A quiz's questions and choices, never which are correct, with my attempts so far."""
+    detail = dict(
+        _shared(
+            user,
+            cache.quiz_key(quiz_id=quiz_id),
+            lambda preview: _quiz_detail_build(quiz_id=quiz_id, preview=preview),
+        )
+    )
+    question_ids = [question["id"] for question in detail["questions"]]
+    solved = set(
+        Solve.objects.filter(user=user, question_id__in=question_ids).values_list("question_id", flat=True)
+    )
+    questions = [{**question, "solved": question["id"] in solved} for question in detail["questions"]]
+    if detail["shuffle"]:
+        # Seeded by learner and quiz: the order differs between learners but stays put
+        # when one learner reloads the page.
+        rng = random.Random(f"{user.pk}:{detail['id']}")
+        rng.shuffle(questions)
+        for question in questions:
+            question["choices"] = list(question["choices"])
+            rng.shuffle(question["choices"])
+    detail["questions"] = questions
+    detail["progress"] = quiz_progress(user=user, quiz_id=detail["id"], policy=detail)
+    detail["progress"]["solved"] = len(solved)
+    return detail
+
+
+def quiz_progress(*, user: User, quiz_id: int, policy: dict) -> dict:
+    """My attempts at a quiz and what its attempt policy still allows."""
+    row = QuizAttempt.objects.filter(user=user, quiz_id=quiz_id).aggregate(
+        count=Count("id"),
+        best=Max("score"),
+        passed=Count("id", filter=Q(passed=True)),
+        last=Max("created_at"),
+    )
+    return {
+        "attempts": row["count"],
+        "attempts_left": None
+        if policy["max_attempts"] is None
+        else max(0, policy["max_attempts"] - row["count"]),
+        "next_attempt_at": quiz_next_attempt_at(
+            last=row["last"], min_wait_seconds=policy["min_wait_seconds"]
+        ),
+        "best_score": row["best"],
+        "passed": bool(row["passed"]),
+    }
+
+
+def quiz_next_attempt_at(*, last: datetime | None, min_wait_seconds: int) -> datetime | None:
+    """When the minimum wait after the last attempt ends; None when one may start now."""
+    if last is None or not min_wait_seconds:
+        return None
+    ready = last + timedelta(seconds=min_wait_seconds)
+    return ready if ready > timezone.now() else None
+
+
+def flag_wrong_attempts(*, user: User, flag_ids: list[int]) -> dict[int, int]:
+    """Wrong submissions per flag, counted from Postgres (indexed by learner, flag, time)."""
+    return dict(
+        Submission.objects.filter(user=user, flag_id__in=flag_ids, verdict=Verdict.INCORRECT)
+        .order_by()
+        .values_list("flag_id")
+        .annotate(count=Count("id"))
+        .values_list("flag_id", "count")
+    )
+
+
+def user_points(*, user: User) -> int:
+    return Solve.objects.filter(user=user).aggregate(total=Sum("points"))["total"] or 0
+
+
+def user_progress(*, user: User) -> dict:
+    """My solves, my points and my completion of every course I enrolled in or scored in."""
+    solves = list(
+        Solve.objects.filter(user=user)
+        .order_by("-created_at", "-id")
+        .values(
+            "flag_id",
+            "question_id",
+            "flag__lab_id",
+            "question__quiz_id",
+            "course__slug",
+            "course_id",
+            "points",
+            "created_at",
+        )
+    )
+    enrolled = set(Enrollment.objects.filter(user=user).values_list("course_id", flat=True))
+    catalogue = {course["id"]: course for course in course_list(user=user)}
+    solved_by_course: dict[int, list[int]] = defaultdict(list)
+    for solve in solves:
+        solved_by_course[solve["course_id"]].append(solve["points"])
+    courses = []
+    for course_id in sorted(enrolled | set(solved_by_course), key=lambda cid: _course_order(catalogue, cid)):
+        course = catalogue.get(course_id)
+        if course is None:
+            continue  # unpublished since: its points still count in the total above
+        total = course["flag_count"] + course["question_count"]
+        solved = len(solved_by_course.get(course_id, []))
+        courses.append(
+            {
+                "slug": course["slug"],
+                "title": course["title"],
+                "enrolled": course_id in enrolled,
+                "points": sum(solved_by_course.get(course_id, [])),
+                "total_points": course["total_points"],
+                "solved": solved,
+                "total": total,
+                "percent": _percent(solved, total),
+                "completed": total > 0 and solved >= total,
+            }
+        )
+    return {
+        "points": sum(solve["points"] for solve in solves),
+        "solves": [
+            {
+                "source": "flag" if solve["flag_id"] else "question",
+                "flag_id": solve["flag_id"],
+                "question_id": solve["question_id"],
+                "lab_id": solve["flag__lab_id"],
+                "quiz_id": solve["question__quiz_id"],
+                "course": solve["course__slug"],
+                "points": solve["points"],
+                "solved_at": solve["created_at"],
+            }
+            for solve in solves
+        ],
+        "courses": courses,
+    }
+
+
+def _course_order(catalogue: dict[int, dict], course_id: int) -> tuple[int, int]:
+    course = catalogue.get(course_id)
+    return (course["order"] if course else 0, course_id)
+
+
+def _percent(solved: int, total: int) -> int:
+    return min(100, round(100 * solved / total)) if total else 0
+
+
+# --- lookups for the write side -------------------------------------------------------
+
+
+def flag_get_for_user(*, user: User, lab_id: int, flag_id: int) -> Flag:
+    """The flag, if it belongs to this lab and the user may see the lab (404 otherwise)."""
+    flag = Flag.objects.select_related("lab__course").filter(pk=flag_id, lab_id=lab_id).first()
+    if flag is None or not (is_preview(user) or (flag.lab.published and flag.lab.course.published)):
+        raise NotFound("No such flag.")
+    return flag
+
+
+def quiz_get_for_user(*, user: User, quiz_id: int) -> Quiz:
+    return _quiz_get(quiz_id=quiz_id, preview=is_preview(user))
+
+
+def course_get_for_user(*, user: User, slug: str) -> Course:
+    course = _visible_courses(is_preview(user)).filter(slug=slug).first()
+    if course is None:
+        raise NotFound("No such course.")
+    return course
