@@ -375,3 +375,20 @@ LOGGING = {
 # =============================================================================
 # Labs: the catalogue cache, flag submissions, the demo content
 # README.md "Authoring a course"; labs/cache.py explains the cache.
+# =============================================================================
+
+# Shared catalogue entries (courses:list, course:{slug}, lab:{id}, quiz:{id}) live this
+# long; staff saves delete them at once, so the TTL only bounds what an outage leaves.
+CATALOGUE_CACHE_TTL = env_int("CATALOGUE_CACHE_TTL", 15 * 60)
+# The recompute lock outlives the slowest recompute, yet a crashed holder blocks
+# nobody for long.
+CATALOGUE_CACHE_LOCK_TTL = env_float("CATALOGUE_CACHE_LOCK_TTL", 5.0)
+# How long a request waits for another one's recompute before computing itself, and
+# how often it looks meanwhile.
+CATALOGUE_CACHE_LOCK_WAIT = env_float("CATALOGUE_CACHE_LOCK_WAIT", 1.0)
+CATALOGUE_CACHE_POLL_INTERVAL = env_float("CATALOGUE_CACHE_POLL_INTERVAL", 0.02)
+# Longest flag or short-text answer accepted: real flags are short, and regex flags
+# are matched against what a learner types.
+FLAG_ANSWER_MAX_LENGTH = env_int("FLAG_ANSWER_MAX_LENGTH", 500)
+# The image of the demo lab machine, built locally by `make demo-image`.
+VM_DEMO_IMAGE = os.environ.get("VM_DEMO_IMAGE", "cyberlab/demo:latest")
