@@ -84,6 +84,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # RateLimit-* headers, flag-answer refunds and the admin login limit (see Rate limits).
+    "cyberlab.throttling.RateLimitMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -278,6 +280,8 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_PAGINATION_CLASS": "cyberlab.api.Pagination",
+    # Rates and proxies: the "Rate limits and sessions" banner at the end of this file.
+    "DEFAULT_THROTTLE_CLASSES": ["cyberlab.throttling.RateLimitThrottle"],
     "PAGE_SIZE": API_PAGE_SIZE,
     "EXCEPTION_HANDLER": "cyberlab.api.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -392,3 +396,162 @@ CATALOGUE_CACHE_POLL_INTERVAL = env_float("CATALOGUE_CACHE_POLL_INTERVAL", 0.02)
 FLAG_ANSWER_MAX_LENGTH = env_int("FLAG_ANSWER_MAX_LENGTH", 500)
 # The image of the demo lab machine, built locally by `make demo-image`.
 VM_DEMO_IMAGE = os.environ.get("VM_DEMO_IMAGE", "cyberlab/demo:latest")
+
+# =============================================================================
+# VMs: personal lab machines (providers, live state in Redis, the ledger, sweeper)
+# README.md "Lab machines"; vms/services.py explains the lifecycle.
+# =============================================================================
+
+# Which provider runs machines: "docker", or "none" to switch machines off. Explicit,
+# never guessed per process, so every web node and worker agrees.
+VM_PROVIDER = os.environ.get("VM_PROVIDER", "docker")
+# Name -> class. A provider scheduling across many hosts (Kubernetes) plugs in here.
+VM_PROVIDERS = {"docker": "vms.providers.docker.DockerProvider", "none": ""}
+# The engine the Docker provider drives; empty means the local socket. In production
+# point it at a host of its own: this socket is root on the host it controls.
+VM_DOCKER_HOST = os.environ.get("DOCKER_HOST", "")
+# Docker API calls (create, start, remove) rarely take more than a few seconds.
+VM_DOCKER_TIMEOUT = env_float("VM_DOCKER_TIMEOUT", 30.0)
+# Asking "does the engine answer?" before a start must not hold the request long.
+VM_DOCKER_PING_TIMEOUT = env_float("VM_DOCKER_PING_TIMEOUT", 2.0)
+# Machine networks get a subnet of this prefix length from VM_DOCKER_SUBNET_POOL when set
+# (e.g. "10.213.0.0/16"); empty leaves it to Docker's default pools, which hold only
+# about 30 networks, so raise VM_MAX_TOTAL only together with a pool.
+VM_DOCKER_SUBNET_POOL = os.environ.get("VM_DOCKER_SUBNET_POOL", "")
+VM_DOCKER_SUBNET_PREFIX = env_int("VM_DOCKER_SUBNET_PREFIX", 28)
+# Labels every machine, so two platforms sharing one engine never reclaim each other's.
+VM_PLATFORM_NAME = os.environ.get("VM_PLATFORM_NAME", "cyberlab")
+# Host address machine ports are published on, and the name learners connect to.
+VM_PUBLISH_HOST = os.environ.get("VM_PUBLISH_HOST", "127.0.0.1")
+VM_CONNECT_HOST = os.environ.get("VM_CONNECT_HOST", "") or VM_PUBLISH_HOST
+# Machines are deliberately vulnerable: only these images (fnmatch patterns) and these
+# capabilities may start, whatever a content author typed in a template.
+VM_ALLOWED_IMAGES = env_list("VM_ALLOWED_IMAGES", "cyberlab/*")
+VM_ALLOWED_CAPABILITIES = env_list(
+    "VM_ALLOWED_CAPABILITIES",
+    "CHOWN,DAC_OVERRIDE,FOWNER,SETUID,SETGID,NET_BIND_SERVICE,KILL,SYS_CHROOT,AUDIT_WRITE",
+)
+# Ceilings on what a template may ask for; above them the start is refused.
+VM_MAX_MEMORY_MB = env_int("VM_MAX_MEMORY_MB", 2048)
+VM_MAX_CPUS = env_float("VM_MAX_CPUS", 2.0)
+# A fork bomb inside a machine stops here instead of starving the host.
+VM_PIDS_LIMIT = env_int("VM_PIDS_LIMIT", 256)
+# Durations are in seconds. A lab takes an hour or two; extending adds an hour, only in
+# the last half hour (so nobody keeps a machine by clicking early), at most twice and
+# never past four hours from the start, which bounds what one learner can hold.
+VM_LIFETIME = env_int("VM_LIFETIME", 2 * 3600)
+VM_EXTEND = env_int("VM_EXTEND", 3600)
+VM_EXTEND_WINDOW = env_int("VM_EXTEND_WINDOW", 30 * 60)
+VM_MAX_RENEWALS = env_int("VM_MAX_RENEWALS", 2)
+VM_MAX_LIFETIME = env_int("VM_MAX_LIFETIME", 4 * 3600)
+# Live machines per learner, and on the whole platform (see VM_DOCKER_SUBNET_POOL).
+VM_MAX_PER_USER = env_int("VM_MAX_PER_USER", 1)
+VM_MAX_TOTAL = env_int("VM_MAX_TOTAL", 25)
+# New machines per learner per hour (0: unlimited); the API rate limiter adds its own.
+VM_START_LIMIT_PER_HOUR = env_int("VM_START_LIMIT_PER_HOUR", 20)
+# Live state outlives the expiry by this much, so the sweeper, which tears the machine
+# down, ends it rather than Redis forgetting it first.
+VM_STATE_GRACE = env_int("VM_STATE_GRACE", 10 * 60)
+# A failed start stays visible to the learner this long.
+VM_FAILED_STATE_TTL = env_int("VM_FAILED_STATE_TTL", 10 * 60)
+# After a session closes, late writes of its state are refused for this long.
+VM_CLOSED_MARKER_TTL = env_int("VM_CLOSED_MARKER_TTL", 15 * 60)
+# A start still provisioning after this long (its worker died) is failed by the
+# sweeper; longer than CELERY_TASK_TIME_LIMIT so a slow start is never cut short.
+VM_PROVISION_TIMEOUT = env_int("VM_PROVISION_TIMEOUT", 10 * 60)
+# A stop whose teardown has not finished after this long is torn down again.
+VM_STOP_TIMEOUT = env_int("VM_STOP_TIMEOUT", 5 * 60)
+# Live state with no ledger row younger than this is a start still committing.
+VM_CLAIM_GRACE = env_int("VM_CLAIM_GRACE", 60)
+# The "expiring soon" event fires this long before expiry.
+VM_EXPIRY_WARNING = env_int("VM_EXPIRY_WARNING", 10 * 60)
+# Sessions the sweeper handles per pass; the next pass takes the rest.
+VM_SWEEP_BATCH = env_int("VM_SWEEP_BATCH", 500)
+VM_SWEEP_INTERVAL = env_int("VM_SWEEP_INTERVAL", 60)
+VM_RECONCILE_INTERVAL = env_int("VM_RECONCILE_INTERVAL", 5 * 60)
+CELERY_BEAT_SCHEDULE["vms-sweep"] = {
+    "task": "vms.tasks.vm_sweep",
+    "schedule": VM_SWEEP_INTERVAL,
+    # A sweep queued behind a backlog is worthless once the next one is due.
+    "options": {"expires": VM_SWEEP_INTERVAL},
+}
+CELERY_BEAT_SCHEDULE["vms-reconcile"] = {
+    "task": "vms.tasks.vm_reconcile",
+    "schedule": VM_RECONCILE_INTERVAL,
+    "options": {"expires": VM_RECONCILE_INTERVAL},
+}
+
+# =============================================================================
+# Rate limits and sessions
+# README "Rate limits and sessions"; cyberlab/ratelimit.py, cyberlab/throttling.py
+# =============================================================================
+
+# "N/unit" per scope (s, min, hour, day; "5/30s" for N per 30 seconds; "none" for no
+# limit), each overridable with THROTTLE_RATE_<SCOPE>, e.g. THROTTLE_RATE_REGISTER=1000/hour.
+_THROTTLE_DEFAULTS = {
+    # Per client IP for signed-out requests; a classroom behind one NAT shares it.
+    "anon": "300/min",
+    # Per user: well above what the SPA's polling needs, well below a scraper.
+    "user": "1200/min",
+    # Per client IP and, separately, per username: slows password guessing.
+    "login": "10/min",
+    "register": "20/hour",
+    # Wrong flag answers per learner, as CTFd: enough to fix typos, too few to brute-force.
+    "flag": "10/min",
+    # Machine starts per learner: each start costs a container.
+    "vm_start": "20/hour",
+}
+THROTTLE_RATES = {
+    scope: os.environ.get(f"THROTTLE_RATE_{scope.upper()}", default)
+    for scope, default in _THROTTLE_DEFAULTS.items()
+}
+# Reverse proxies in front of the app: X-Forwarded-For is trusted for this many hops
+# only, so a client cannot claim another address (0: REMOTE_ADDR alone).
+NUM_PROXIES = env_int("NUM_PROXIES", 0)
+REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] = THROTTLE_RATES
+REST_FRAMEWORK["NUM_PROXIES"] = NUM_PROXIES
+# Published ports a template may ask for; each costs a host port and a proxy.
+VM_MAX_PORTS = env_int("VM_MAX_PORTS", 8)
+
+# =============================================================================
+# Leaderboard
+# README "Leaderboard"; leaderboard/store.py explains the keys and the score encoding
+# =============================================================================
+
+# Lifetime of the `leaderboard:all` snapshot (the seed's 5 minutes); a solve makes it
+# stale sooner, so this only bounds how old an unchanged board's snapshot gets.
+LEADERBOARD_CACHE_TTL = env_int("LEADERBOARD_CACHE_TTL", 5 * 60)
+# The snapshot is rebuilt by the first reader this many seconds before it expires, so it
+# never runs out under traffic and no reader finds it missing.
+LEADERBOARD_SNAPSHOT_REFRESH_AHEAD = env_int("LEADERBOARD_SNAPSHOT_REFRESH_AHEAD", 30)
+# One reader rebuilds the snapshot at a time; the lock outlives any sane rebuild.
+LEADERBOARD_SNAPSHOT_LOCK_TTL = env_float("LEADERBOARD_SNAPSHOT_LOCK_TTL", 10.0)
+# A queued rebuild of the boards blocks further ones this long (or until it finishes).
+LEADERBOARD_REBUILD_LOCK_TTL = env_int("LEADERBOARD_REBUILD_LOCK_TTL", 60)
+# Staff test the labs; their points would crowd out learners'. Changing it needs a rebuild.
+LEADERBOARD_INCLUDE_STAFF = env_bool("LEADERBOARD_INCLUDE_STAFF", False)
+# Standings shown above and below mine on leaderboard/me/.
+LEADERBOARD_AROUND = env_int("LEADERBOARD_AROUND", 5)
+# How often the catch-up task applies solves the live updates missed.
+LEADERBOARD_CATCHUP_INTERVAL = env_int("LEADERBOARD_CATCHUP_INTERVAL", 60)
+# The catch-up's cursor stays behind solves younger than this, so a transaction still
+# open (its solve id taken, not yet committed) cannot commit below it.
+LEADERBOARD_CATCHUP_SETTLE = env_int("LEADERBOARD_CATCHUP_SETTLE", 300)
+LEADERBOARD_CATCHUP_BATCH = env_int("LEADERBOARD_CATCHUP_BATCH", 2000)
+# Periodic full rebuild from Postgres: the backstop for changes no event reports (a solve
+# deleted while Redis was unreachable, a bulk UPDATE in SQL).
+LEADERBOARD_REBUILD_INTERVAL = env_int("LEADERBOARD_REBUILD_INTERVAL", 24 * 3600)
+# A weekly board is kept this long after its week ends, for late readers.
+LEADERBOARD_WEEKLY_GRACE = env_int("LEADERBOARD_WEEKLY_GRACE", 24 * 3600)
+# A learner's refresh re-reads Postgres after writing and retries this often if it moved.
+LEADERBOARD_REFRESH_ATTEMPTS = env_int("LEADERBOARD_REFRESH_ATTEMPTS", 3)
+# Deleting more learners' solves than this at once (a course) queues a rebuild instead.
+LEADERBOARD_REFRESH_MAX_LEARNERS = env_int("LEADERBOARD_REFRESH_MAX_LEARNERS", 50)
+CELERY_BEAT_SCHEDULE["leaderboard-catch-up"] = {
+    "task": "leaderboard.catch_up",
+    "schedule": LEADERBOARD_CATCHUP_INTERVAL,
+}
+CELERY_BEAT_SCHEDULE["leaderboard-rebuild"] = {
+    "task": "leaderboard.rebuild",
+    "schedule": LEADERBOARD_REBUILD_INTERVAL,
+}
