@@ -1,3 +1,10 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list = []
+from leaderboard import api
+
+urlpatterns = [
+    path("leaderboard/", api.LeaderboardApi.as_view(), name="leaderboard"),
+    path("leaderboard/me/", api.LeaderboardMeApi.as_view(), name="leaderboard-me"),
+    path("leaderboard/courses/<slug:slug>/", api.LeaderboardCourseApi.as_view(), name="leaderboard-course"),
+    path("leaderboard/weekly/", api.LeaderboardWeeklyApi.as_view(), name="leaderboard-weekly"),
+]

@@ -1,0 +1,254 @@
+"""Reads of the leaderboard: from Redis when it is there, from Postgres otherwise.
+
+Pages and my-rank read the live sorted sets, so a solve shows on the next request. The
+full standings are the `leaderboard:all` snapshot. When Redis is down the same answers
+are computed from Postgres; when the boards are missing (a flushed Redis) too, and one
+rebuild is queued -- never run on the request path.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db.models import Max, Q, QuerySet, Sum, Value
+from django.db.models.functions import Coalesce, NullIf, TruncSecond
+
+from cyberlab import redis_client
+from cyberlab.accounts.models import User
+from labs.models import Solve
+from leaderboard import services, store
+from leaderboard.boards import Board, excluded_filter
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Standing:
+    rank: int
+    user_id: int
+    display_name: str
+    points: int
+    last_scored_at: datetime.datetime
+
+    def as_dict(self) -> dict:
+        return {
+            "rank": self.rank,
+            "user_id": self.user_id,
+            "display_name": self.display_name,
+            "points": self.points,
+            "last_scored_at": self.last_scored_at,
+        }
+
+
+@dataclass(frozen=True)
+class StandingsPage:
+    count: int
+    results: list[Standing]
+
+
+@dataclass(frozen=True)
+class MyStanding:
+    rank: int | None
+    points: int
+    last_scored_at: datetime.datetime | None
+    count: int
+    around: list[Standing] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {
+            "rank": self.rank,
+            "points": self.points,
+            "last_scored_at": self.last_scored_at,
+            "count": self.count,
+            "around": [standing.as_dict() for standing in self.around],
+        }
+
+
+def _standings(rows: list[store.Row], first_rank: int) -> list[Standing]:
+    return [
+        Standing(first_rank + index, row.user_id, row.name, row.points, row.reached_at)
+        for index, row in enumerate(rows)
+    ]
+
+
+def _request_rebuild() -> None:
+    redis_client.fallback(services.leaderboard_rebuild_request, False)
+
+
+# --- Postgres: the truth, and the answer when Redis cannot give one ------------------------
+
+
+def leaderboard_ranking(*, board: Board) -> QuerySet:
+    """The board as one grouped query, in board order (points, reach second, user id)."""
+    return (
+        Solve.objects.filter(points__gt=0)
+        .filter(board.solve_filter())
+        .exclude(excluded_filter("user__"))
+        .values("user_id")
+        .annotate(
+            total=Sum("points"),
+            reached_at=TruncSecond(Max("created_at")),
+            name=Coalesce(NullIf("user__display_name", Value("")), "user__username"),
+        )
+        .order_by("-total", "reached_at", "user_id")
+    )
+
+
+def _postgres_standings(rows, first_rank: int) -> list[Standing]:
+    return [
+        Standing(first_rank + index, row["user_id"], row["name"], row["total"], row["reached_at"])
+        for index, row in enumerate(rows)
+    ]
+
+
+def _postgres_page(board: Board, limit: int | None, offset: int) -> StandingsPage:
+    ranking = leaderboard_ranking(board=board)
+    rows = list(ranking[offset : offset + limit] if limit is not None else ranking[offset:])
+    count = ranking.count() if limit is not None or offset else len(rows)
+    return StandingsPage(count=count, results=_postgres_standings(rows, offset + 1))
+
+
+def _postgres_me(board: Board, user: User, radius: int) -> MyStanding:
+    ranking = leaderboard_ranking(board=board)
+    mine = ranking.filter(user_id=user.pk).first()
+    count = ranking.count()
+    if mine is None:
+        return MyStanding(rank=None, points=_points_off_board(board, user), last_scored_at=None, count=count)
+    points, reached_at = mine["total"], mine["reached_at"]
+    ahead = ranking.filter(
+        Q(total__gt=points)
+        | Q(total=points, reached_at__lt=reached_at)
+        | Q(total=points, reached_at=reached_at, user_id__lt=user.pk)
+    ).count()
+    start = max(0, ahead - radius)
+    rows = ranking[start : ahead + radius + 1]
+    return MyStanding(
+        rank=ahead + 1,
+        points=points,
+        last_scored_at=reached_at,
+        count=count,
+        around=_postgres_standings(rows, start + 1),
+    )
+
+
+def _points_off_board(board: Board, user: User) -> int:
+    """A learner's own points on a board they are not shown on (hidden, staff or none)."""
+    total = (
+        Solve.objects.filter(user=user, points__gt=0)
+        .filter(board.solve_filter())
+        .aggregate(total=Sum("points"))
+    )
+    return total["total"] or 0
+
+
+# --- reads --------------------------------------------------------------------------
+
+
+def leaderboard_page(
+    *, board: Board, limit: int, offset: int = 0, postgres_only: bool = False
+) -> StandingsPage:
+    """`limit` standings from rank `offset + 1`, and how many learners the board has."""
+    if not postgres_only:
+        try:
+            found = store.page(board=board.key, start=offset, stop=offset + limit - 1)
+        except redis_client.RedisUnavailable:
+            found = None
+        else:
+            if found is None:
+                _request_rebuild()
+        if found is not None:
+            count, rows = found
+            return StandingsPage(count=count, results=_standings(rows, offset + 1))
+    return _postgres_page(board, limit, offset)
+
+
+def leaderboard_me(
+    *, user: User, board: Board | None = None, radius: int | None = None, postgres_only: bool = False
+) -> MyStanding:
+    """My rank (None when I am not on the board), my points and the standings around me."""
+    board = board or Board.all_time()
+    radius = settings.LEADERBOARD_AROUND if radius is None else radius
+    if not postgres_only:
+        try:
+            found = store.around(board=board.key, user_id=user.pk, radius=radius)
+        except redis_client.RedisUnavailable:
+            found = None
+        else:
+            if found is None:
+                _request_rebuild()
+        if found is not None:
+            count, rank, start, rows = found
+            if rank is None:
+                return MyStanding(
+                    rank=None, points=_points_off_board(board, user), last_scored_at=None, count=count
+                )
+            around = _standings(rows, start + 1)
+            me = around[rank - start]
+            return MyStanding(
+                rank=rank + 1, points=me.points, last_scored_at=me.last_scored_at, count=count, around=around
+            )
+    return _postgres_me(board, user, radius)
+
+
+def _standings_body(page: StandingsPage) -> bytes:
+    body = {
+        "count": page.count,
+        "next": None,
+        "previous": None,
+        "results": [standing.as_dict() for standing in page.results],
+    }
+    return redis_client.dumps(body).encode()
+
+
+def _full_from_live() -> bytes:
+    """Every standing of the global board, read from the live set (Postgres when missing)."""
+    try:
+        found = store.page(board=store.live_key(), start=0, stop=-1)
+    except redis_client.RedisUnavailable:
+        found = None
+    else:
+        if found is None:
+            _request_rebuild()
+    if found is None:
+        return _standings_body(_postgres_page(Board.all_time(), None, 0))
+    count, rows = found
+    return _standings_body(StandingsPage(count=count, results=_standings(rows, 1)))
+
+
+def leaderboard_standings(*, postgres_only: bool = False) -> bytes:
+    """The full global standings as the JSON body of a page holding all of them.
+
+    Served from the `leaderboard:all` snapshot. A solve marks it stale and it is rebuilt
+    a little before its TTL runs out; either way one reader rebuilds it (a short lock)
+    while the others keep getting the previous snapshot, so no reader waits for another.
+    """
+    if postgres_only:
+        return _standings_body(_postgres_page(Board.all_time(), None, 0))
+    try:
+        snapshot = store.snapshot_read()
+    except redis_client.RedisUnavailable:
+        return _full_from_live()
+    refresh_at_ms = settings.LEADERBOARD_SNAPSHOT_REFRESH_AHEAD * 1000
+    if snapshot.body is not None and not snapshot.stale and snapshot.ttl_ms > refresh_at_ms:
+        return snapshot.body
+    try:
+        token = store.lock_acquire(store.snapshot_lock_key(), ttl=settings.LEADERBOARD_SNAPSHOT_LOCK_TTL)
+    except redis_client.RedisUnavailable:
+        token = None
+    if token is None:
+        return snapshot.body if snapshot.body is not None else _full_from_live()
+    body = None
+    try:
+        # Cleared before reading the board: a solve landing meanwhile marks it stale again.
+        store.clear_stale()
+        body = _full_from_live()
+        store.snapshot_write(body=body, ttl=settings.LEADERBOARD_CACHE_TTL)
+    except redis_client.RedisUnavailable:
+        if body is None:
+            body = _full_from_live()
+    finally:
+        redis_client.fallback(lambda: store.lock_release(store.snapshot_lock_key(), token), None)
+    return body
