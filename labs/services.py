@@ -371,13 +371,15 @@ def catalogue_set_published(*, queryset: QuerySet, published: bool) -> int:
 
     A bulk update sends no save signals, so the cache entries are dropped here.
     """
-    objects = list(queryset.select_for_update())
-    changed = [obj for obj in objects if obj.published != published]
+    model = queryset.model
+    # By primary key: the admin's list queryset carries annotations that FOR UPDATE refuses.
+    pks = list(queryset.values_list("pk", flat=True))
+    changed = list(model.objects.select_for_update().filter(pk__in=pks).exclude(published=published))
     if not changed:
         return 0
     fields = {"published": published}
-    if any(field.name == "updated_at" for field in queryset.model._meta.fields):
+    if any(field.name == "updated_at" for field in model._meta.fields):
         fields["updated_at"] = timezone.now()
-    queryset.model.objects.filter(pk__in=[obj.pk for obj in changed]).update(**fields)
+    model.objects.filter(pk__in=[obj.pk for obj in changed]).update(**fields)
     receivers.catalogue_invalidate_on_commit(objects=changed)
     return len(changed)

@@ -1,6 +1,7 @@
 import factory
 
 from labs import models
+from tests.factories import UserFactory
 
 
 class CourseFactory(factory.django.DjangoModelFactory):
@@ -80,6 +81,7 @@ class SolveFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = models.Solve
 
+    user = factory.SubFactory(UserFactory)
     flag = factory.SubFactory(FlagFactory)
     course = factory.LazyAttribute(lambda s: s.flag.lab.course)
     points = factory.LazyAttribute(lambda s: s.flag.points)

@@ -1,0 +1,177 @@
+"""The shared catalogue cache: single flight under concurrent misses, safe invalidation."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+from django.db import connection
+
+from labs import cache, selectors
+from tests.labs.factories import CourseFactory, LabFactory
+
+
+def _run_parallel(count: int, target) -> list:
+    barrier = threading.Barrier(count)
+    results, errors = [], []
+
+    def worker():
+        try:
+            barrier.wait()
+            results.append(target())
+        except Exception as error:  # collected and asserted by the caller
+            errors.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    return results
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_expired_hot_entry_is_recomputed_once_under_concurrent_requests(monkeypatch, redis):
+    # given a published course, no cache entry, and a recompute slow enough to overlap
+    CourseFactory(slug="hot")
+    build = selectors._course_list_build
+    calls = []
+
+    def counting_build(**kwargs):
+        calls.append(1)
+        time.sleep(0.2)  # widens the window so every request arrives during the recompute
+        return build(**kwargs)
+
+    monkeypatch.setattr(selectors, "_course_list_build", counting_build)
+    anonymous = type("Anonymous", (), {"is_authenticated": False, "is_staff": False})()
+    # when twenty requests miss at once
+    results = _run_parallel(20, lambda: selectors.course_list(user=anonymous))
+    # then one recomputed, and all twenty got the course
+    assert len(calls) == 1
+    assert all([course["slug"] for course in result] == ["hot"] for result in results)
+    assert json.loads(redis.get("courses:list"))[0]["slug"] == "hot"
+
+
+def test_waiters_compute_themselves_when_the_lock_holder_died(settings, redis):
+    # given a lock left by a holder that died, and a short wait
+    settings.CATALOGUE_CACHE_LOCK_WAIT = 0.05
+    redis.set("lock:course:x", "dead-holder", px=60_000)
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"value": 1}
+
+    # when a request misses
+    value = cache.catalogue_cached("course:x", compute)
+    # then it computed the value itself after the wait, and left the dead lock alone
+    assert value == {"value": 1}
+    assert calls == [1]
+    assert redis.get("lock:course:x") == b"dead-holder"
+
+
+def test_a_recompute_that_raced_an_invalidation_is_not_stored(redis):
+    # given a recompute that reads the catalogue, then an invalidation lands meanwhile
+    def compute():
+        cache.catalogue_invalidate(keys=["course:y"])
+        return {"stale": True}
+
+    # when the recompute finishes
+    value = cache.catalogue_cached("course:y", compute)
+    # then its caller gets the value, but the stale value is not cached, nor the lock kept
+    assert value == {"stale": True}
+    assert redis.get("course:y") is None
+    assert redis.get("lock:course:y") is None
+
+
+def test_a_failing_recompute_releases_the_lock(redis):
+    def compute():
+        raise RuntimeError("database gone")
+
+    with pytest.raises(RuntimeError):
+        cache.catalogue_cached("course:z", compute)
+    assert redis.get("lock:course:z") is None
+
+
+def test_a_cache_entry_that_is_not_json_is_recomputed(redis):
+    redis.set("course:bad", b"\x80not-json")
+    assert cache.catalogue_cached("course:bad", lambda: {"ok": True}) == {"ok": True}
+    assert json.loads(redis.get("course:bad")) == {"ok": True}
+
+
+def test_without_redis_every_call_computes_from_postgres(settings, private_redis):
+    # given Redis configured at a server that is gone
+    private_redis.kill()
+    from django.core.cache import caches
+
+    settings.CACHES = {
+        **settings.CACHES,
+        "default": {**settings.CACHES["default"], "LOCATION": private_redis.url},
+    }
+    caches._settings = None
+    calls = []
+    # when the catalogue is read twice, then both computed and neither failed
+    assert cache.catalogue_cached("courses:list", lambda: calls.append(1) or [1]) == [1]
+    assert cache.catalogue_cached("courses:list", lambda: calls.append(1) or [1]) == [1]
+    assert len(calls) == 2
+    cache.catalogue_invalidate(keys=["courses:list"])  # logged, not raised
+
+
+@pytest.mark.django_db
+def test_saving_a_lab_drops_its_entries_after_commit(redis, django_capture_on_commit_callbacks):
+    # given cached entries for a course and its lab
+    lab = LabFactory()
+    for key in ["courses:list", f"course:{lab.course.slug}", f"lab:{lab.pk}", "course:unrelated"]:
+        redis.set(key, "{}")
+    # when the lab is saved, before commit the entries remain
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        lab.title = "New"
+        lab.save()
+    assert redis.get(f"lab:{lab.pk}") is not None
+    for callback in callbacks:
+        callback()
+    # then after commit they are gone, and the unrelated one stays
+    assert redis.get(f"lab:{lab.pk}") is None
+    assert redis.get(f"course:{lab.course.slug}") is None
+    assert redis.get("courses:list") is None
+    assert redis.get("course:unrelated") is not None
+
+
+@pytest.mark.django_db
+def test_renaming_a_course_slug_drops_the_old_entry(redis, django_capture_on_commit_callbacks):
+    course = CourseFactory(slug="old-slug")
+    redis.set("course:old-slug", "{}")
+    with django_capture_on_commit_callbacks(execute=True):
+        course.slug = "new-slug"
+        course.save()
+    assert redis.get("course:old-slug") is None
+
+
+@pytest.mark.django_db
+def test_moving_a_lab_to_another_course_drops_both_courses(redis, django_capture_on_commit_callbacks):
+    lab = LabFactory(course=CourseFactory(slug="from"))
+    CourseFactory(slug="to")
+    redis.set("course:from", "{}")
+    redis.set("course:to", "{}")
+    with django_capture_on_commit_callbacks(execute=True):
+        lab.course = type(lab.course).objects.get(slug="to")
+        lab.save()
+    assert redis.get("course:from") is None
+    assert redis.get("course:to") is None
+
+
+@pytest.mark.django_db
+def test_deleting_a_course_drops_the_entries_of_its_labs(redis, django_capture_on_commit_callbacks):
+    lab = LabFactory()
+    course = lab.course
+    redis.set(f"lab:{lab.pk}", "{}")
+    redis.set(f"course:{course.slug}", "{}")
+    with django_capture_on_commit_callbacks(execute=True):
+        course.delete()
+    assert redis.get(f"lab:{lab.pk}") is None
+    assert redis.get(f"course:{course.slug}") is None
