@@ -157,7 +157,14 @@ class Submission(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["user", "flag", "created_at"], name="submission_user_flag_time")]
+        indexes = [
+            models.Index(fields=["user", "flag", "created_at"], name="submission_user_flag_time"),
+            # Max attempts counts wrong answers only: a partial index holds just those,
+            # so the count reads at most max_attempts entries however much else is logged.
+            models.Index(
+                fields=["user", "flag"], condition=Q(verdict="incorrect"), name="submission_wrong_attempts"
+            ),
+        ]
 
 
 class CheatingSignal(models.Model):

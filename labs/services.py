@@ -187,7 +187,12 @@ def flag_submit(*, user: User, flag: Flag, answer: str, ip: str | None = None) -
     solved = Solve.objects.filter(user=user, flag=flag).exists()
     wrong = 0
     if not solved and flag.max_attempts is not None:
-        wrong = Submission.objects.filter(user=user, flag=flag, verdict=Verdict.INCORRECT).count()
+        # Counting stops at the limit: past it the answer is the same however many more.
+        wrong = (
+            Submission.objects.filter(user=user, flag=flag, verdict=Verdict.INCORRECT)
+            .order_by()[: flag.max_attempts]
+            .count()
+        )
 
     owner_id = None
     new_solve = None

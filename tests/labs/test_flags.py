@@ -137,11 +137,28 @@ def test_attempts_are_counted_in_postgres_so_flushing_redis_gives_none_back(lear
     assert _submit(learner_client, flag, "CTF{abc}").status_code == 403
 
 
-def test_the_attempt_count_is_served_by_an_index():
-    # given the submission table's indexes, then (learner, flag, time) is one of them
+def test_the_audit_trail_is_indexed_by_learner_flag_and_time():
     with connection.cursor() as cursor:
         indexes = connection.introspection.get_constraints(cursor, Submission._meta.db_table)
     assert any(info["columns"] == ["user_id", "flag_id", "created_at"] for info in indexes.values())
+
+
+def test_the_attempt_count_reads_the_partial_index_of_wrong_answers(user):
+    # given wrong answers on record, and the planner barred from scanning the table
+    flag = FlagFactory(value="CTF{abc}", max_attempts=5)
+    for index in range(3):
+        services.flag_submit(user=user, flag=flag, answer=f"wrong-{index}")
+    counted = Submission.objects.filter(user=user, flag=flag, verdict=Verdict.INCORRECT).order_by()[:5]
+    sql, params = counted.query.sql_with_params()
+    # when the count the service runs is explained
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute(f"EXPLAIN SELECT COUNT(*) FROM ({sql}) AS wrong", params)  # noqa: S608 - ORM-built
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    # then the wrong-answers index serves it, bounded by the limit
+    assert "submission_wrong_attempts" in plan
+    assert "Limit" in plan
+    assert counted.count() == 3
 
 
 def test_a_solve_sends_points_awarded_after_commit(user, events, django_capture_on_commit_callbacks):
