@@ -437,6 +437,8 @@ VM_MAX_MEMORY_MB = env_int("VM_MAX_MEMORY_MB", 2048)
 VM_MAX_CPUS = env_float("VM_MAX_CPUS", 2.0)
 # A fork bomb inside a machine stops here instead of starving the host.
 VM_PIDS_LIMIT = env_int("VM_PIDS_LIMIT", 256)
+# Published ports a template may ask for; each costs a host port and a proxy.
+VM_MAX_PORTS = env_int("VM_MAX_PORTS", 8)
 # Durations are in seconds. A lab takes an hour or two; extending adds an hour, only in
 # the last half hour (so nobody keeps a machine by clicking early), at most twice and
 # never past four hours from the start, which bounds what one learner can hold.
@@ -511,8 +513,6 @@ THROTTLE_RATES = {
 NUM_PROXIES = env_int("NUM_PROXIES", 0)
 REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] = THROTTLE_RATES
 REST_FRAMEWORK["NUM_PROXIES"] = NUM_PROXIES
-# Published ports a template may ask for; each costs a host port and a proxy.
-VM_MAX_PORTS = env_int("VM_MAX_PORTS", 8)
 
 # =============================================================================
 # Leaderboard

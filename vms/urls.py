@@ -1,3 +1,13 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list = []
+from vms import api
+
+urlpatterns = [
+    path("labs/<int:lab_id>/vm/", api.LabMachineApi.as_view(), name="lab-vm"),
+    path("labs/<int:lab_id>/vm/extend/", api.LabMachineExtendApi.as_view(), name="lab-vm-extend"),
+    path("labs/<int:lab_id>/vm/reset/", api.LabMachineResetApi.as_view(), name="lab-vm-reset"),
+    path("vms/", api.MyMachinesApi.as_view(), name="my-vms"),
+    path("vms/<uuid:session_id>/", api.MyMachineApi.as_view(), name="my-vm"),
+    path("admin/vms/", api.AdminMachinesApi.as_view(), name="admin-vms"),
+    path("admin/vms/<uuid:session_id>/", api.AdminMachineApi.as_view(), name="admin-vm"),
+]

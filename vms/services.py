@@ -1,0 +1,463 @@
+"""The life of a lab machine: start, provision, stop, extend, reset, tear down.
+
+Every change is made to the ledger row first, under its row lock, and then projected
+into Redis (vms/state.py) with the row's version; Redis is for speed and the ledger is
+the truth. Starts are exactly-once per learner and lab: a Redis script lets one of many
+simultaneous clicks through at once, and a partial unique constraint on active rows,
+checked under the learner's row lock, is the fence when Redis forgot or is down.
+
+The slow work runs in Celery: `vm_provision` re-reads the ledger before and after it
+creates the machine, so a start redelivered after its session was stopped removes what
+it created instead of bringing the machine back.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from cyberlab import redis_client
+from cyberlab.accounts.models import User
+from cyberlab.queue import BrokerUnavailable, enqueue
+from labs.models import Lab, MachineTemplate
+from labs.services import lab_machine_flags
+from vms import state
+from vms.errors import (
+    EngineUnavailable,
+    ExtendRefused,
+    LabHasNoMachine,
+    MachineNotFound,
+    MachineRefused,
+    MachinesDisabled,
+    PlatformFull,
+    StartLimited,
+    UserLimitReached,
+)
+from vms.models import ACTIVE_STATUSES, StopReason, VMSession, VMStatus
+from vms.policy import (
+    CheckedTemplate,
+    MachineNotAllowed,
+    checked_template,
+    connection_info,
+    machine_spec,
+)
+from vms.providers import Provider, ProviderDisabled, ProviderError, ProviderUnavailable, get_provider
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StartResult:
+    state: dict[str, str]
+    created: bool
+
+
+# --- start ------------------------------------------------------------------------
+
+
+def vm_start(*, user: User, lab: Lab) -> StartResult:
+    """Starts the learner's machine for the lab, or returns the one already there."""
+    provider, checked = _startable(lab=lab)
+    session = _new_session(user=user, lab=lab, provider=provider, checked=checked)
+    try:
+        claim = state.claim(session=session)
+    except redis_client.RedisUnavailable:
+        # Redis is an accelerator here: the ledger below is the fence on its own.
+        claim = None
+    if claim is not None:
+        if claim.outcome == "live":
+            return StartResult(state=claim.state, created=False)
+        if claim.outcome == "user_limit":
+            raise UserLimitReached()
+        if claim.outcome == "total_limit":
+            raise PlatformFull()
+        if claim.outcome == "rate_limited":
+            raise StartLimited(wait=claim.retry_after)
+    try:
+        existing = _insert(session=session)
+    except BaseException:
+        if claim is not None:
+            _unclaim(session)
+        raise
+    if existing is not None:
+        # Redis had forgotten a machine the ledger still holds: that one is the answer.
+        if claim is not None:
+            _unclaim(session)
+        _publish(existing)
+        return StartResult(state=state.snapshot(existing), created=False)
+    if claim is None:
+        _publish(session)
+    _enqueue_provision(session)
+    logger.info("Machine %s starting for user %s, lab %s", session.pk, user.pk, lab.pk)
+    return StartResult(state=state.snapshot(session), created=True)
+
+
+def _startable(*, lab: Lab) -> tuple[Provider, CheckedTemplate]:
+    try:
+        provider = get_provider()
+    except ProviderDisabled as error:
+        raise MachinesDisabled() from error
+    try:
+        template = lab.machine
+    except MachineTemplate.DoesNotExist as error:
+        raise LabHasNoMachine() from error
+    try:
+        checked = checked_template(template)
+    except MachineNotAllowed as error:
+        logger.warning("Refusing to start the machine of lab %s: %s", lab.pk, error)
+        raise MachineRefused(detail=f"This lab's machine cannot start here: {error}") from error
+    try:
+        provider.ping()
+    except ProviderUnavailable as error:
+        logger.error("Machine engine unavailable: %s", error)
+        raise EngineUnavailable() from error
+    return provider, checked
+
+
+def _new_session(*, user: User, lab: Lab, provider: Provider, checked: CheckedTemplate) -> VMSession:
+    now = timezone.now()
+    return VMSession(
+        id=uuid.uuid4(),
+        user=user,
+        lab=lab,
+        provider=provider.name,
+        image=checked.image,
+        status=VMStatus.PROVISIONING,
+        started_at=now,
+        expires_at=now + checked.lifetime,
+        status_changed_at=now,
+    )
+
+
+def _insert(*, session: VMSession) -> VMSession | None:
+    """Saves the row unless the learner already has an active one (returned instead).
+
+    The learner's row lock serialises their starts, so the limits are counted once
+    each; the partial unique constraint backs it should anything slip past.
+    """
+    active = VMSession.objects.filter(status__in=ACTIVE_STATUSES)
+    try:
+        with transaction.atomic():
+            list(User.objects.select_for_update().filter(pk=session.user_id).values_list("pk"))
+            existing = active.filter(user_id=session.user_id, lab_id=session.lab_id).first()
+            if existing is not None:
+                return existing
+            if active.filter(user_id=session.user_id).count() >= settings.VM_MAX_PER_USER:
+                raise UserLimitReached()
+            # Starts of different learners may both pass this count at once; the Redis
+            # script counts atomically when Redis is up, so the cap can only be
+            # overshot by concurrent starts while Redis is down.
+            if active.count() >= settings.VM_MAX_TOTAL:
+                raise PlatformFull()
+            session.save(force_insert=True)
+    except IntegrityError:
+        existing = active.filter(user_id=session.user_id, lab_id=session.lab_id).first()
+        if existing is None:
+            raise
+        return existing
+    return None
+
+
+def _unclaim(session: VMSession) -> None:
+    redis_client.fallback(
+        lambda: state.drop(session_id=str(session.pk), user_id=session.user_id, lab_id=session.lab_id),
+        False,
+    )
+
+
+def _enqueue_provision(session: VMSession) -> None:
+    from vms import tasks
+
+    try:
+        enqueue(tasks.vm_provision, str(session.pk))
+    except BrokerUnavailable:
+        # Nothing was created yet: close the row so no start hangs in provisioning.
+        with transaction.atomic():
+            row = VMSession.objects.select_for_update().get(pk=session.pk)
+            if row.status == VMStatus.PROVISIONING:
+                _close(
+                    row,
+                    status=VMStatus.FAILED,
+                    reason=StopReason.FAILED,
+                    failure="The task queue is unavailable.",
+                )
+        _unclaim(session)
+        raise
+
+
+# --- provisioning (Celery) -----------------------------------------------------------
+
+
+def vm_provision(*, session_id: str) -> None:
+    """Creates the session's machine and records it as running, or as failed.
+
+    Safe to run twice: a row that is no longer provisioning is left alone, and what a
+    start created after its session was stopped is removed again.
+    """
+    session = VMSession.objects.select_related("lab", "user").filter(pk=session_id).first()
+    if session is None:
+        logger.warning("Machine %s: no ledger row, nothing to start", session_id)
+        return
+    if session.status != VMStatus.PROVISIONING:
+        logger.info("Machine %s is %s; not starting it", session_id, session.status)
+        return
+    provider = get_provider(name=session.provider)
+    try:
+        template = MachineTemplate.objects.get(lab_id=session.lab_id)
+        checked = checked_template(template)
+        spec = machine_spec(
+            checked=checked,
+            session_id=str(session.pk),
+            user_id=session.user_id,
+            lab_id=session.lab_id,
+            flags=lab_machine_flags(user=session.user, lab=session.lab),
+        )
+        instance = provider.start(spec)
+    except (ProviderError, MachineNotAllowed, MachineTemplate.DoesNotExist) as error:
+        reason = (
+            "This lab no longer has a machine."
+            if isinstance(error, MachineTemplate.DoesNotExist)
+            else str(error)
+        )
+        logger.warning("Machine %s failed to start: %s", session_id, reason)
+        _provision_failed(session_id=session_id, provider=provider, reason=reason)
+        return
+    connection = connection_info(
+        host=settings.VM_CONNECT_HOST, ports=instance.ports, specs=checked.ports, ssh_user=checked.ssh_user
+    )
+    with transaction.atomic():
+        row = VMSession.objects.select_for_update().get(pk=session_id)
+        keep = row.status == VMStatus.PROVISIONING
+        if keep:
+            _change(row, status=VMStatus.RUNNING, instance_id=instance.instance_id, connection=connection)
+    if not keep:
+        # Stopped or swept while the machine was being created: remove it again.
+        logger.info("Machine %s was %s while starting; removing it", session_id, row.status)
+        provider.stop(session_id=session_id, instance_id=instance.instance_id)
+        return
+    _publish(row)
+    logger.info("Machine %s running (%s)", session_id, instance.instance_id[:12])
+
+
+def _provision_failed(*, session_id: str, provider: Provider, reason: str) -> None:
+    try:
+        provider.stop(session_id=session_id)
+        cleaned = True
+    except ProviderError as error:
+        # The row stays open (stopping) so the sweeper tries the cleanup again.
+        logger.error("Machine %s: cleanup after a failed start failed: %s", session_id, error)
+        cleaned = False
+    with transaction.atomic():
+        row = VMSession.objects.select_for_update().get(pk=session_id)
+        if row.status != VMStatus.PROVISIONING:
+            return
+        if cleaned:
+            _close(row, status=VMStatus.FAILED, reason=StopReason.FAILED, failure=reason)
+        else:
+            _change(row, status=VMStatus.STOPPING, stop_reason=StopReason.FAILED, failure=reason[:500])
+    _publish(row)
+
+
+# --- stop and teardown -----------------------------------------------------------------
+
+
+def vm_stop(*, user: User, lab_id: int) -> dict[str, str]:
+    """Stops the learner's machine for the lab (202: the teardown runs in Celery)."""
+    with transaction.atomic():
+        open_rows = VMSession.objects.select_for_update().filter(
+            user_id=user.pk, lab_id=lab_id, stopped_at__isnull=True
+        )
+        session = open_rows.filter(status__in=ACTIVE_STATUSES).first() or open_rows.first()
+        if session is None:
+            raise MachineNotFound()
+        marked = _mark_stopping(session, reason=StopReason.USER)
+    return _after_stop(session, marked=marked)
+
+
+def vm_stop_session(*, session_id: uuid.UUID | str, reason: str, user: User | None = None) -> dict[str, str]:
+    """Stops one session by its id; `user` restricts it to their own (404 otherwise)."""
+    with transaction.atomic():
+        rows = VMSession.objects.select_for_update().filter(pk=session_id, stopped_at__isnull=True)
+        if user is not None:
+            rows = rows.filter(user_id=user.pk)
+        session = rows.first()
+        if session is None:
+            raise MachineNotFound(detail="No live machine has this id.")
+        marked = _mark_stopping(session, reason=reason)
+    return _after_stop(session, marked=marked)
+
+
+def _mark_stopping(session: VMSession, *, reason: str) -> bool:
+    if session.status == VMStatus.STOPPING:
+        return False
+    _change(session, status=VMStatus.STOPPING, stop_reason=reason)
+    return True
+
+
+def _after_stop(session: VMSession, *, marked: bool) -> dict[str, str]:
+    _publish(session)
+    if marked:
+        enqueue_teardown(session_ids=[str(session.pk)])
+    return state.snapshot(session)
+
+
+def enqueue_teardown(*, session_ids: list[str]) -> None:
+    """Queues each teardown; with the queue down, tears down here and now instead."""
+    from vms import tasks
+
+    for index, session_id in enumerate(session_ids):
+        try:
+            enqueue(tasks.vm_teardown, session_id)
+        except BrokerUnavailable:
+            logger.warning(
+                "Task queue unavailable: tearing %d machine(s) down in place", len(session_ids) - index
+            )
+            for pending in session_ids[index:]:
+                try:
+                    vm_teardown(session_id=pending)
+                except ProviderError as error:
+                    # Recorded as stopping in the ledger: the sweeper tries again.
+                    logger.error("Machine %s: teardown failed, the sweeper will retry: %s", pending, error)
+            return
+
+
+def vm_teardown(*, session_id: str) -> None:
+    """Removes the session's machine and closes its row; raises ProviderError to retry."""
+    session = VMSession.objects.filter(pk=session_id).first()
+    if session is None:
+        return
+    if session.status in ACTIVE_STATUSES:
+        logger.warning("Machine %s is %s, not stopping: not tearing it down", session_id, session.status)
+        return
+    get_provider(name=session.provider).stop(session_id=session_id, instance_id=session.instance_id)
+    with transaction.atomic():
+        row = VMSession.objects.select_for_update().get(pk=session_id)
+        if row.stopped_at is None:
+            failed = row.stop_reason == StopReason.FAILED
+            _close(row, status=VMStatus.FAILED if failed else VMStatus.STOPPED, reason=row.stop_reason)
+    _publish(row)
+    logger.info("Machine %s torn down (%s)", session_id, row.stop_reason)
+
+
+# --- extend and reset ----------------------------------------------------------------
+
+
+def vm_extend(*, user: User, lab_id: int) -> dict[str, str]:
+    """Pushes the expiry back by VM_EXTEND, within the window, renewals and max lifetime."""
+    now = timezone.now()
+    with transaction.atomic():
+        session = (
+            VMSession.objects.select_for_update()
+            .filter(user_id=user.pk, lab_id=lab_id, status__in=ACTIVE_STATUSES)
+            .first()
+        )
+        if session is None:
+            raise MachineNotFound()
+        if session.status != VMStatus.RUNNING:
+            raise ExtendRefused(detail="The machine is not running yet.", code="vm_not_running")
+        window = timedelta(seconds=settings.VM_EXTEND_WINDOW)
+        if session.expires_at - now > window:
+            opens = session.expires_at - window
+            raise ExtendRefused(
+                detail=f"A machine can be extended in its last {_minutes(window)} only "
+                f"(from {opens:%H:%M} UTC).",
+                code="vm_extend_too_early",
+            )
+        if session.renewals >= settings.VM_MAX_RENEWALS:
+            raise ExtendRefused(detail="This machine has no renewals left.", code="vm_no_renewals_left")
+        ceiling = session.started_at + timedelta(seconds=settings.VM_MAX_LIFETIME)
+        expires_at = min(session.expires_at + timedelta(seconds=settings.VM_EXTEND), ceiling)
+        if expires_at <= session.expires_at:
+            raise ExtendRefused(
+                detail="This machine has reached its longest lifetime.", code="vm_max_lifetime"
+            )
+        _change(session, expires_at=expires_at, renewals=session.renewals + 1, warned_at=None)
+    _publish(session)
+    return state.snapshot(session)
+
+
+def vm_reset(*, user: User, lab: Lab) -> StartResult:
+    """Replaces the learner's machine for the lab with a fresh one."""
+    provider, checked = _startable(lab=lab)
+    session = _new_session(user=user, lab=lab, provider=provider, checked=checked)
+    wait = redis_client.fallback(lambda: state.count_start(user_id=user.pk), None)
+    if wait is not None:
+        raise StartLimited(wait=wait)
+    with transaction.atomic():
+        list(User.objects.select_for_update().filter(pk=user.pk).values_list("pk"))
+        old = (
+            VMSession.objects.select_for_update()
+            .filter(user_id=user.pk, lab_id=lab.pk, status__in=ACTIVE_STATUSES)
+            .first()
+        )
+        if old is None:
+            raise MachineNotFound(detail="You have no machine for this lab to reset.")
+        _change(old, status=VMStatus.STOPPING, stop_reason=StopReason.RESET)
+        session.save(force_insert=True)
+    redis_client.fallback(lambda: state.put(session=session, replaces=str(old.pk)), False)
+    enqueue_teardown(session_ids=[str(old.pk)])
+    _enqueue_provision(session)
+    logger.info("Machine %s reset into %s", old.pk, session.pk)
+    return StartResult(state=state.snapshot(session), created=True)
+
+
+# --- ledger helpers ------------------------------------------------------------------
+
+
+def _change(session: VMSession, **fields) -> None:
+    """Updates the locked row, bumping its version (Redis refuses older versions)."""
+    now = timezone.now()
+    if "status" in fields and fields["status"] != session.status:
+        fields["status_changed_at"] = now
+    for name, value in fields.items():
+        setattr(session, name, value)
+    VMSession.objects.filter(pk=session.pk).update(version=F("version") + 1, **fields)
+    session.version += 1
+
+
+def _close(session: VMSession, *, status: str, reason: str, failure: str = "") -> None:
+    fields = {"status": status, "stopped_at": timezone.now(), "stop_reason": reason}
+    if failure:
+        fields["failure"] = failure[:500]
+    _change(session, **fields)
+
+
+def close_session(*, session: VMSession, status: str, reason: str, failure: str = "") -> None:
+    """Closes a locked row (for the sweeper and reconciler)."""
+    _close(session, status=status, reason=reason, failure=failure)
+
+
+def change_session(*, session: VMSession, **fields) -> None:
+    """Changes a locked row (for the sweeper and reconciler)."""
+    _change(session, **fields)
+
+
+def _publish(session: VMSession) -> None:
+    """Projects the row into Redis after its transaction; degrades when Redis is down."""
+    if session.status == VMStatus.STOPPED:
+        redis_client.fallback(
+            lambda: state.drop(session_id=str(session.pk), user_id=session.user_id, lab_id=session.lab_id),
+            False,
+        )
+    else:
+        redis_client.fallback(lambda: state.put(session=session), False)
+
+
+def publish_session(*, session: VMSession) -> None:
+    _publish(session)
+
+
+def _minutes(delta: timedelta) -> str:
+    minutes = int(delta.total_seconds() // 60)
+    return f"{minutes} minute{'s' if minutes != 1 else ''}"
+
+
+def seconds_until(moment: datetime) -> int:
+    return max(0, int((moment - timezone.now()).total_seconds()))

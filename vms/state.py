@@ -1,0 +1,461 @@
+"""Live machine state in Redis: the keys, and the scripts that change them atomically.
+
+    vm:state:{user_id}:{lab_id}  hash   one learner's machine for one lab
+    vm:expiry                    zset   "{user_id}:{lab_id}" scored by expiry (epoch s)
+    vm:user:{user_id}            set    lab ids with a machine (a learner's list, no SCAN)
+    vm:starts:{user_id}          string new machines this hour (the simple start limit)
+    vm:closed:{session_id}       string a closed session: later writes of it are refused
+    vm:lock:{name}               string the sweeper's / reconciler's short lock
+
+Redis is a projection of the ledger (VMSession rows), never the only copy: each write
+carries the row's version and is refused when Redis already holds a newer one, so
+state is only ever rolled forward. The scripts read keys they are not passed (a
+learner's other machines), so this store expects one Redis server, not a cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+
+from django.conf import settings
+
+from cyberlab import redis_client
+from vms.models import VMSession, VMStatus
+
+LIVE = ("provisioning", "running")
+
+
+def state_key(*, user_id: int, lab_id: int) -> str:
+    return f"vm:state:{user_id}:{lab_id}"
+
+
+def state_key_prefix(*, user_id: int) -> str:
+    return f"vm:state:{user_id}:"
+
+
+def expiry_key() -> str:
+    return "vm:expiry"
+
+
+def expiry_member(*, user_id: int, lab_id: int) -> str:
+    return f"{user_id}:{lab_id}"
+
+
+def parse_expiry_member(member: str | bytes) -> tuple[int, int]:
+    text = member.decode() if isinstance(member, bytes) else member
+    user_id, lab_id = text.split(":", 1)
+    return int(user_id), int(lab_id)
+
+
+def user_key(*, user_id: int) -> str:
+    return f"vm:user:{user_id}"
+
+
+def starts_key(*, user_id: int) -> str:
+    return f"vm:starts:{user_id}"
+
+
+def closed_key(*, session_id: str) -> str:
+    return f"vm:closed:{session_id}"
+
+
+def lock_key(*, name: str) -> str:
+    return f"vm:lock:{name}"
+
+
+STATE_PATTERN = "vm:state:*"
+
+
+# --- scripts --------------------------------------------------------------------
+
+CLAIM = """
+local state, userset, expiry, starts = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local status = redis.call('HGET', state, 'status')
+if status == 'provisioning' or status == 'running' then
+  return {'live', unpack(redis.call('HGETALL', state))}
+end
+local active = 0
+for _, lab in ipairs(redis.call('SMEMBERS', userset)) do
+  if lab ~= ARGV[2] then
+    local other = redis.call('HGET', ARGV[10] .. lab, 'status')
+    if other == 'provisioning' or other == 'running' then
+      active = active + 1
+    elseif not other then
+      redis.call('SREM', userset, lab)
+    end
+  end
+end
+if active >= tonumber(ARGV[6]) then return {'user_limit'} end
+local total = redis.call('ZCARD', expiry)
+if redis.call('ZSCORE', expiry, ARGV[3]) then total = total - 1 end
+if total >= tonumber(ARGV[7]) then return {'total_limit'} end
+local limit = tonumber(ARGV[8])
+if limit > 0 then
+  local used = tonumber(redis.call('GET', starts) or '0')
+  if used >= limit then return {'rate_limited', tostring(redis.call('TTL', starts))} end
+  if redis.call('INCR', starts) == 1 then redis.call('EXPIRE', starts, ARGV[9]) end
+end
+redis.call('DEL', state)
+redis.call('HSET', state, unpack(ARGV, 11))
+redis.call('PEXPIRE', state, ARGV[5])
+redis.call('SADD', userset, ARGV[2])
+redis.call('ZADD', expiry, ARGV[4], ARGV[3])
+return {'claimed'}
+"""
+
+PUT = """
+local state, userset, expiry, closed = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+if redis.call('EXISTS', closed) == 1 then return 0 end
+local current = redis.call('HGET', state, 'session_id')
+if current and current ~= ARGV[1] then
+  local status = redis.call('HGET', state, 'status')
+  if (status == 'provisioning' or status == 'running') and current ~= ARGV[8] then return 0 end
+elseif current then
+  if tonumber(redis.call('HGET', state, 'version') or '0') > tonumber(ARGV[2]) then return 0 end
+end
+redis.call('DEL', state)
+redis.call('HSET', state, unpack(ARGV, 9))
+redis.call('PEXPIRE', state, ARGV[6])
+if ARGV[7] == '1' then
+  redis.call('SADD', userset, ARGV[3])
+  redis.call('ZADD', expiry, ARGV[5], ARGV[4])
+else
+  redis.call('SREM', userset, ARGV[3])
+  redis.call('ZREM', expiry, ARGV[4])
+end
+return 1
+"""
+
+DROP = """
+local state, userset, expiry, closed = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+if ARGV[4] == '1' then redis.call('SET', closed, '1', 'EX', ARGV[5]) end
+local current = redis.call('HGET', state, 'session_id')
+if current == ARGV[1] or not current then
+  redis.call('DEL', state)
+  redis.call('SREM', userset, ARGV[2])
+  redis.call('ZREM', expiry, ARGV[3])
+  return 1
+end
+return 0
+"""
+
+# Drops a stale index entry: one whose state is gone or no longer live.
+FORGET = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status == 'provisioning' or status == 'running' or status == 'stopping' then return 0 end
+redis.call('SREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[2])
+return 1
+"""
+
+RELEASE_LOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def _script(client, source: str):
+    """A registered script (EVALSHA, falling back to EVAL once after a Redis restart)."""
+    return client.register_script(source)
+
+
+# --- snapshots -------------------------------------------------------------------
+
+
+def snapshot(session: VMSession) -> dict[str, str]:
+    """The hash fields of a ledger row, exactly as Redis stores them."""
+    status = session.status
+    if status == VMStatus.STOPPING and session.stop_reason == "failed":
+        # The learner asked for a machine and it failed; its cleanup is still running.
+        status = VMStatus.FAILED
+    return {
+        "session_id": str(session.pk),
+        "user_id": str(session.user_id),
+        "lab_id": str(session.lab_id),
+        "status": str(status),
+        "provider": session.provider,
+        "instance_id": session.instance_id,
+        "connection": json.dumps(session.connection or {}, separators=(",", ":")),
+        "started_at": session.started_at.isoformat(),
+        "expires_at": session.expires_at.isoformat(),
+        "renewals": str(session.renewals),
+        "reason": session.failure,
+        "version": str(session.version),
+    }
+
+
+def _flatten(fields: dict[str, str]) -> list[str]:
+    flat: list[str] = []
+    for name, value in fields.items():
+        flat.extend((name, value))
+    return flat
+
+
+def _decode(raw: dict) -> dict[str, str]:
+    return {_text(name): _text(value) for name, value in raw.items()}
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _ttl_ms(session: VMSession, *, indexed: bool) -> int:
+    if not indexed:
+        return max(1000, settings.VM_FAILED_STATE_TTL * 1000)
+    left = session.expires_at.timestamp() - time.time()
+    return max(1000, int((left + settings.VM_STATE_GRACE) * 1000))
+
+
+# --- writes ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Claim:
+    outcome: str  # claimed, live, user_limit, total_limit, rate_limited
+    state: dict[str, str]
+    retry_after: int = 0
+
+
+def claim(*, session: VMSession) -> Claim:
+    """Takes the learner's place for the lab in one atomic step, unless a machine holds it.
+
+    Checks the per-learner and global limits and the hourly start limit on the way;
+    `session` is the not-yet-saved ledger row the claim stands for.
+    """
+    user_id, lab_id = session.user_id, session.lab_id
+    fields = snapshot(session)
+    with redis_client.connection() as client:
+        result = _script(client, CLAIM)(
+            keys=[
+                state_key(user_id=user_id, lab_id=lab_id),
+                user_key(user_id=user_id),
+                expiry_key(),
+                starts_key(user_id=user_id),
+            ],
+            args=[
+                fields["session_id"],
+                str(lab_id),
+                expiry_member(user_id=user_id, lab_id=lab_id),
+                repr(session.expires_at.timestamp()),
+                _ttl_ms(session, indexed=True),
+                settings.VM_MAX_PER_USER,
+                settings.VM_MAX_TOTAL,
+                settings.VM_START_LIMIT_PER_HOUR,
+                3600,
+                state_key_prefix(user_id=user_id),
+                *_flatten(fields),
+            ],
+        )
+    outcome = _text(result[0])
+    if outcome == "live":
+        flat = [_text(item) for item in result[1:]]
+        return Claim(outcome=outcome, state=dict(zip(flat[::2], flat[1::2], strict=True)))
+    if outcome == "rate_limited":
+        return Claim(outcome=outcome, state={}, retry_after=max(1, int(_text(result[1]))))
+    return Claim(outcome=outcome, state=fields if outcome == "claimed" else {})
+
+
+def put(*, session: VMSession, replaces: str = "") -> bool:
+    """Writes the row's state unless Redis holds a newer one or the session is closed.
+
+    `replaces` names a live session this one may take the place of (a reset).
+    """
+    return put_many(sessions=[session], replaces=replaces) == 1
+
+
+def put_many(*, sessions: list[VMSession], replaces: str = "") -> int:
+    """`put` for many rows in one round trip; how many were written."""
+    if not sessions:
+        return 0
+    with redis_client.connection() as client:
+        script = _script(client, PUT)
+        pipe = client.pipeline(transaction=False)
+        for session in sessions:
+            indexed = session.is_open and snapshot(session)["status"] != VMStatus.FAILED
+            fields = snapshot(session)
+            script(
+                keys=[
+                    state_key(user_id=session.user_id, lab_id=session.lab_id),
+                    user_key(user_id=session.user_id),
+                    expiry_key(),
+                    closed_key(session_id=str(session.pk)),
+                ],
+                args=[
+                    fields["session_id"],
+                    fields["version"],
+                    str(session.lab_id),
+                    expiry_member(user_id=session.user_id, lab_id=session.lab_id),
+                    repr(session.expires_at.timestamp()),
+                    _ttl_ms(session, indexed=indexed),
+                    "1" if indexed else "0",
+                    replaces,
+                    *_flatten(fields),
+                ],
+                client=pipe,
+            )
+        return sum(int(result) for result in pipe.execute())
+
+
+def drop(*, session_id: str, user_id: int, lab_id: int, closed: bool = True) -> bool:
+    """Removes the session's keys (never another session's); marks it closed first."""
+    return drop_many(entries=[(session_id, user_id, lab_id)], closed=closed) == 1
+
+
+def drop_many(*, entries: list[tuple[str, int, int]], closed: bool = True) -> int:
+    if not entries:
+        return 0
+    with redis_client.connection() as client:
+        script = _script(client, DROP)
+        pipe = client.pipeline(transaction=False)
+        for session_id, user_id, lab_id in entries:
+            script(
+                keys=[
+                    state_key(user_id=user_id, lab_id=lab_id),
+                    user_key(user_id=user_id),
+                    expiry_key(),
+                    closed_key(session_id=session_id),
+                ],
+                args=[
+                    session_id,
+                    str(lab_id),
+                    expiry_member(user_id=user_id, lab_id=lab_id),
+                    "1" if closed else "0",
+                    settings.VM_CLOSED_MARKER_TTL,
+                ],
+                client=pipe,
+            )
+        return sum(int(result) for result in pipe.execute())
+
+
+def count_start(*, user_id: int) -> int | None:
+    """Counts a new machine against the hourly limit; seconds to wait when over it."""
+    limit = settings.VM_START_LIMIT_PER_HOUR
+    if limit <= 0:
+        return None
+    key = starts_key(user_id=user_id)
+    with redis_client.connection() as client:
+        pipe = client.pipeline(transaction=True)
+        pipe.incr(key)
+        pipe.expire(key, 3600, nx=True)
+        pipe.ttl(key)
+        used, _, ttl = pipe.execute()
+        if used > limit:
+            client.decr(key)
+            return max(1, int(ttl))
+    return None
+
+
+# --- reads -------------------------------------------------------------------------
+
+
+def get(*, user_id: int, lab_id: int) -> dict[str, str]:
+    """The machine's state in one round trip ({} when Redis has none)."""
+    with redis_client.connection() as client:
+        return _decode(client.hgetall(state_key(user_id=user_id, lab_id=lab_id)))
+
+
+def for_user(*, user_id: int) -> list[dict[str, str]]:
+    """A learner's machines in two round trips (their lab ids, then every hash)."""
+    with redis_client.connection() as client:
+        labs = sorted(int(_text(lab)) for lab in client.smembers(user_key(user_id=user_id)))
+        if not labs:
+            return []
+        pipe = client.pipeline(transaction=False)
+        for lab_id in labs:
+            pipe.hgetall(state_key(user_id=user_id, lab_id=lab_id))
+        return [_decode(raw) for raw in pipe.execute() if raw]
+
+
+def page(*, offset: int, limit: int) -> tuple[int, list[dict[str, str]]]:
+    """Live machines soonest-expiring first: (how many there are, this page)."""
+    with redis_client.connection() as client:
+        pipe = client.pipeline(transaction=False)
+        pipe.zcard(expiry_key())
+        pipe.zrange(expiry_key(), offset, offset + limit - 1)
+        total, members = pipe.execute()
+        states = _hashes(client, members)
+    return int(total), states
+
+
+def due(*, until: float, limit: int) -> list[tuple[tuple[int, int], dict[str, str]]]:
+    """Machines whose expiry is at or before `until`, with their state ({} if forgotten)."""
+    with redis_client.connection() as client:
+        members = client.zrangebyscore(expiry_key(), "-inf", repr(until), start=0, num=limit)
+        if not members:
+            return []
+        pipe = client.pipeline(transaction=False)
+        for member in members:
+            user_id, lab_id = parse_expiry_member(member)
+            pipe.hgetall(state_key(user_id=user_id, lab_id=lab_id))
+        return [
+            (parse_expiry_member(member), _decode(raw))
+            for member, raw in zip(members, pipe.execute(), strict=True)
+        ]
+
+
+def forget_members(*, members: list[tuple[int, int]]) -> int:
+    """Drops index entries whose state is gone or not live; a live state keeps its entry."""
+    if not members:
+        return 0
+    with redis_client.connection() as client:
+        script = _script(client, FORGET)
+        pipe = client.pipeline(transaction=False)
+        for user_id, lab_id in members:
+            script(
+                keys=[state_key(user_id=user_id, lab_id=lab_id), user_key(user_id=user_id), expiry_key()],
+                args=[str(lab_id), expiry_member(user_id=user_id, lab_id=lab_id)],
+                client=pipe,
+            )
+        return sum(int(result) for result in pipe.execute())
+
+
+def all_states() -> list[dict[str, str]]:
+    """Every state key, found with SCAN (operators' tools and the reconciler only)."""
+    with redis_client.connection() as client:
+        keys = list(client.scan_iter(match=STATE_PATTERN, count=1000))
+        if not keys:
+            return []
+        pipe = client.pipeline(transaction=False)
+        for key in keys:
+            pipe.hgetall(key)
+        states = []
+        for key, raw in zip(keys, pipe.execute(), strict=True):
+            if raw:
+                state = _decode(raw)
+                state["key"] = _text(key)
+                states.append(state)
+        return states
+
+
+def index_members() -> list[tuple[int, int]]:
+    with redis_client.connection() as client:
+        return [parse_expiry_member(member) for member in client.zrange(expiry_key(), 0, -1)]
+
+
+def _hashes(client, members) -> list[dict[str, str]]:
+    if not members:
+        return []
+    pipe = client.pipeline(transaction=False)
+    for member in members:
+        user_id, lab_id = parse_expiry_member(member)
+        pipe.hgetall(state_key(user_id=user_id, lab_id=lab_id))
+    return [_decode(raw) for raw in pipe.execute() if raw]
+
+
+# --- the short lock -----------------------------------------------------------------
+
+
+def lock_acquire(*, name: str, ttl: float) -> str | None:
+    """A token when the lock was taken, None when someone holds it."""
+    token = uuid.uuid4().hex
+    with redis_client.connection() as client:
+        taken = client.set(lock_key(name=name), token, nx=True, px=max(1, int(ttl * 1000)))
+    return token if taken else None
+
+
+def lock_release(*, name: str, token: str) -> None:
+    with redis_client.connection() as client:
+        _script(client, RELEASE_LOCK)(keys=[lock_key(name=name)], args=[token])
