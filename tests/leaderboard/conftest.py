@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime
+from contextlib import contextmanager
 
 import pytest
 from django.conf import settings
 from django.test import override_settings
 from django.utils import timezone
 
+from cyberlab import redis_client
 from labs.models import Solve
 from labs.signals import points_awarded
 from leaderboard import services
@@ -60,10 +62,15 @@ def course(db):
     return CourseFactory(slug="web")
 
 
+@contextmanager
 def dead_redis():
-    """Settings under which Redis refuses every connection."""
+    """Redis refuses every connection inside; outside it answers again at once."""
     location = f"redis://127.0.0.1:{free_port()}/0"
-    return override_settings(CACHES={"default": {**settings.CACHES["default"], "LOCATION": location}})
+    try:
+        with override_settings(CACHES={"default": {**settings.CACHES["default"], "LOCATION": location}}):
+            yield
+    finally:
+        redis_client.incident.recover()
 
 
 def broker_queue_length() -> int:
