@@ -35,8 +35,9 @@ def events():
 
 
 def test_correct_static_flag_awards_points_once(learner_client, user, django_capture_on_commit_callbacks):
-    # given a static flag
+    # given a static flag, and my profile cached with no points
     flag = FlagFactory(value="CTF{abc}", points=100)
+    assert learner_client.get(reverse("auth-me")).json()["points"] == 0
     # when I submit it twice
     with django_capture_on_commit_callbacks(execute=True):
         first = _submit(learner_client, flag, "CTF{abc}")
