@@ -84,6 +84,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Revoked sessions stop here, whatever copy Redis holds (see Rate limits and sessions).
+    "cyberlab.accounts.middleware.SessionGuardMiddleware",
     # RateLimit-* headers, flag-answer refunds and the admin login limit (see Rate limits).
     "cyberlab.throttling.RateLimitMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -217,7 +219,8 @@ DJANGO_REDIS_LOGGER = "cyberlab.redis"
 # times per request when Redis is down.)
 # =============================================================================
 
-SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+# cached_db with each session linked to its sign-in record (cyberlab/accounts/session_store.py).
+SESSION_ENGINE = "cyberlab.accounts.session_store"
 SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 14 * 24 * 3600)
 SESSION_SERIALIZER = "django.contrib.sessions.serializers.JSONSerializer"
 
@@ -513,6 +516,8 @@ THROTTLE_RATES = {
 NUM_PROXIES = env_int("NUM_PROXIES", 0)
 REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] = THROTTLE_RATES
 REST_FRAMEWORK["NUM_PROXIES"] = NUM_PROXIES
+# A session's last_seen_at is written at most this often, not on every request.
+SESSION_TOUCH_INTERVAL = env_int("SESSION_TOUCH_INTERVAL", 60)
 
 # =============================================================================
 # Leaderboard

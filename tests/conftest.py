@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from django_redis import get_redis_connection
+from redis import Redis
 from rest_framework.test import APIClient
 
 from cyberlab import redis_client
@@ -127,6 +128,13 @@ class PrivateRedis:
         if self.process and self.process.poll() is None:
             self.process.kill()
             self.process.wait(timeout=10)
+
+    def stop_keeping_data(self) -> None:
+        """Snapshots the data to the work dir and dies: `start()` comes back with that copy."""
+        client = Redis.from_url(self.url, socket_timeout=5)
+        client.save()
+        client.close()
+        self.kill()
 
 
 @pytest.fixture

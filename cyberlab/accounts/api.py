@@ -18,8 +18,11 @@ from cyberlab.accounts.serializers import (
     PasswordChangeSerializer,
     ProfileSerializer,
     RegisterSerializer,
+    SessionSerializer,
+    SessionsRevokedSerializer,
     TokenSerializer,
 )
+from cyberlab.api import Pagination
 
 
 def enforce_csrf(request) -> None:
@@ -101,3 +104,36 @@ class PasswordChangeApi(APIView):
         serializer.is_valid(raise_exception=True)
         token = services.password_change(request=request, user=request.user, **serializer.validated_data)
         return Response({"detail": "Password changed.", "token": token})
+
+
+class SessionListApi(APIView):
+    """My live sessions; `current` marks the one asking."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(responses={200: SessionSerializer(many=True)})
+    def get(self, request):
+        sessions = selectors.user_session_list(user=request.user, session_key=request.session.session_key)
+        paginator = Pagination()
+        page = paginator.paginate_queryset(sessions, request, view=self)
+        return paginator.get_paginated_response(SessionSerializer(page, many=True).data)
+
+
+class SessionRevokeApi(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(request=None, responses={204: None})
+    def delete(self, request, session_id):
+        services.user_session_revoke(request=request, user=request.user, session_id=session_id)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class SessionRevokeOthersApi(APIView):
+    """Signs out every other session and rotates the API token."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(request=None, responses={200: SessionsRevokedSerializer})
+    def post(self, request):
+        revoked, token = services.user_sessions_revoke_others(request=request, user=request.user)
+        return Response({"revoked": revoked, "token": token})

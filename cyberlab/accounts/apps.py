@@ -5,3 +5,6 @@ class AccountsConfig(AppConfig):
     name = "cyberlab.accounts"
     label = "accounts"
     verbose_name = "Accounts"
+
+    def ready(self) -> None:
+        from cyberlab.accounts import signals  # noqa: F401

@@ -1,13 +1,17 @@
-"""Reads about users: the profile `auth/me/` serves."""
+"""Reads about users: the profile `auth/me/` serves, and their sessions."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
+from datetime import timedelta
 
 from django.conf import settings
+from django.db.models import QuerySet
+from django.utils import timezone
 
 from cyberlab import redis_client
-from cyberlab.accounts.models import User
+from cyberlab.accounts.models import User, UserSession
 
 ProfileContributor = Callable[[User], dict]
 _contributors: list[ProfileContributor] = []
@@ -50,3 +54,52 @@ def user_profile(*, user: User) -> dict:
 
 def user_profile_invalidate(*, user_id: int) -> None:
     redis_client.fallback(lambda: redis_client.delete(user_profile_key(user_id=user_id)), 0)
+
+
+# --- sessions ---------------------------------------------------------------------
+
+
+def session_key_digest(session_key: str) -> str:
+    """What a `UserSession` stores instead of the session key."""
+    return hashlib.sha256(session_key.encode()).hexdigest()
+
+
+def user_sessions_key(*, user_id: int) -> str:
+    """The live index of a user's sessions: a set of `UserSession` ids."""
+    return f"user:sessions:{user_id}"
+
+
+def user_session_live_queryset(*, user: User) -> QuerySet[UserSession]:
+    """The user's sessions that are neither ended nor idle past the session age.
+
+    A session unused for `SESSION_COOKIE_AGE` has certainly expired; one that expired
+    sooner (its age runs from its last save) may still be listed until then, and its
+    cookie no longer signs anyone in.
+    """
+    idle_since = timezone.now() - timedelta(seconds=settings.SESSION_COOKIE_AGE)
+    return UserSession.objects.filter(user=user, ended_at__isnull=True, last_seen_at__gte=idle_since)
+
+
+def user_session_list(*, user: User, session_key: str | None) -> list[dict]:
+    """The user's live sessions, most recently used first, marking the one asking."""
+    current = session_key_digest(session_key) if session_key else None
+    return [
+        {
+            "id": row.id,
+            "user_agent": row.user_agent,
+            "ip": row.ip,
+            "created_at": row.created_at,
+            "last_seen_at": row.last_seen_at,
+            "current": row.key_hash == current,
+        }
+        for row in user_session_live_queryset(user=user).order_by("-last_seen_at", "-created_at")
+    ]
+
+
+def user_session_for_key(*, session_key: str) -> UserSession | None:
+    """The record of the session with this key, ended or not; None when there is none."""
+    return (
+        UserSession.objects.filter(key_hash=session_key_digest(session_key))
+        .only("id", "user_id", "ended_at", "last_seen_at")
+        .first()
+    )

@@ -34,3 +34,17 @@ class TokenSerializer(serializers.Serializer):
 class PasswordChangedSerializer(serializers.Serializer):
     detail = serializers.CharField()
     token = serializers.CharField(allow_null=True)
+
+
+class SessionSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    user_agent = serializers.CharField()
+    ip = serializers.IPAddressField(allow_null=True)
+    created_at = serializers.DateTimeField()
+    last_seen_at = serializers.DateTimeField()
+    current = serializers.BooleanField()
+
+
+class SessionsRevokedSerializer(serializers.Serializer):
+    revoked = serializers.IntegerField()
+    token = serializers.CharField(allow_null=True)

@@ -9,4 +9,7 @@ urlpatterns = [
     path("me/", api.MeApi.as_view(), name="auth-me"),
     path("token/", api.TokenApi.as_view(), name="auth-token"),
     path("password/", api.PasswordChangeApi.as_view(), name="auth-password"),
+    path("sessions/", api.SessionListApi.as_view(), name="auth-sessions"),
+    path("sessions/revoke-others/", api.SessionRevokeOthersApi.as_view(), name="auth-sessions-revoke-others"),
+    path("sessions/<uuid:session_id>/", api.SessionRevokeApi.as_view(), name="auth-session"),
 ]
