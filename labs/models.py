@@ -46,6 +46,10 @@ class Course(models.Model):
     def __str__(self) -> str:
         return self.title
 
+    def clean(self) -> None:
+        if not isinstance(self.tags, list) or not all(isinstance(tag, str) for tag in self.tags):
+            raise ValidationError({"tags": 'A list of strings, e.g. ["web", "sqli"].'})
+
 
 class Lab(models.Model):
     course = models.ForeignKey(Course, on_delete=models.CASCADE, related_name="labs")
@@ -64,6 +68,9 @@ class Lab(models.Model):
 
     def __str__(self) -> str:
         return self.title
+
+
+PORT_PROTOCOLS = ("tcp", "http", "ssh")
 
 
 class MachineTemplate(models.Model):
@@ -91,6 +98,28 @@ class MachineTemplate(models.Model):
 
     def __str__(self) -> str:
         return f"{self.image} for {self.lab}"
+
+    def clean(self) -> None:
+        ports = self.ports if isinstance(self.ports, list) else None
+        if ports is None or not all(
+            isinstance(item, dict)
+            and isinstance(item.get("port"), int)
+            and not isinstance(item.get("port"), bool)
+            and 1 <= item["port"] <= 65535
+            and item.get("protocol", "tcp") in PORT_PROTOCOLS
+            for item in ports
+        ):
+            raise ValidationError(
+                {"ports": 'A list like [{"port": 8080, "protocol": "http"}]; protocol: tcp, http or ssh.'}
+            )
+        if not isinstance(self.environment, dict) or not all(
+            isinstance(name, str) and isinstance(value, str) for name, value in self.environment.items()
+        ):
+            raise ValidationError({"environment": 'An object of strings, e.g. {"MODE": "easy"}.'})
+        if not isinstance(self.capabilities, list) or not all(
+            isinstance(cap, str) for cap in self.capabilities
+        ):
+            raise ValidationError({"capabilities": 'A list of capability names, e.g. ["NET_ADMIN"].'})
 
 
 class FlagKind(models.TextChoices):

@@ -7,7 +7,7 @@ from django.contrib.auth.models import Group
 from django.test import Client
 from django.urls import reverse
 
-from labs.models import Course, Flag, Lab, Quiz
+from labs.models import Course, Flag, Lab, MachineTemplate, Quiz
 from tests.factories import UserFactory
 from tests.labs.factories import (
     ChoiceFactory,
@@ -279,3 +279,47 @@ def test_an_instructor_reads_progress_but_cannot_edit_content():
     assert client.get(reverse("admin:labs_submission_changelist")).status_code == 200
     assert client.get(reverse("admin:accounts_user_change", args=[solve.user_id])).status_code == 200
     assert client.get(reverse("admin:labs_course_add")).status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("ports", '[{"port": "8080", "protocol": "http"}]'),
+        ("ports", '[{"port": 70000}]'),
+        ("ports", '[{"port": 22, "protocol": "telnet"}]'),
+        ("ports", '{"port": 22}'),
+        ("environment", '{"A": 1}'),
+        ("capabilities", '"NET_ADMIN"'),
+    ],
+)
+def test_a_machine_template_of_the_wrong_shape_is_refused(admin_client, field, value):
+    lab = LabFactory()
+    data = {
+        "lab": lab.pk,
+        "image": "cyberlab/demo:latest",
+        "ports": '[{"port": 8080, "protocol": "http"}]',
+        "memory_mb": "64",
+        "cpus": "0.5",
+        "environment": "{}",
+        "capabilities": "[]",
+        "ssh_user": "user",
+        field: value,
+    }
+    response = admin_client.post(reverse("admin:labs_machinetemplate_add"), data)
+    assert response.status_code == 200
+    assert not MachineTemplate.objects.exists()
+
+
+def test_a_well_formed_machine_template_is_saved(admin_client):
+    lab = LabFactory()
+    data = {
+        "lab": lab.pk,
+        "image": "cyberlab/demo:latest",
+        "ports": '[{"port": 8080, "protocol": "http"}, {"port": 22, "protocol": "ssh"}]',
+        "memory_mb": "64",
+        "cpus": "0.5",
+        "environment": '{"MODE": "easy"}',
+        "capabilities": "[]",
+        "ssh_user": "user",
+    }
+    assert admin_client.post(reverse("admin:labs_machinetemplate_add"), data).status_code == 302
