@@ -10,7 +10,7 @@ A view that names a `throttle_scope` counts against that scope too, in the same 
 - `register`: per client IP;
 - `flag`: per learner, but only wrong answers stay counted. The slot is taken before the
   view runs, so fifty concurrent guesses still cannot exceed the limit, and given back
-  after any answer that is not a wrong verdict (a correct answer, a 4xx, an error);
+  after any answer that is not a wrong verdict (right, already solved, a 4xx, an error);
 - `vm_start` and any other scope: per user (per client IP when signed out).
 
 Rates come from `settings.THROTTLE_RATES` ("10/min", "100/hour", "5/30s"; empty or
@@ -60,13 +60,12 @@ def scope_rate(scope: str) -> Rate | None:
     return parse_rate(rates[scope])
 
 
-def client_ip(request: HttpRequest) -> str:
-    """The client's address, trusting `X-Forwarded-For` only for `NUM_PROXIES` hops.
+def client_address(request: HttpRequest) -> str | None:
+    """The client's IP address, trusting `X-Forwarded-For` only for `NUM_PROXIES` hops.
 
     Each trusted proxy appends the address it saw, so the client is the entry
     `NUM_PROXIES` from the right; anything further left is whatever the client sent.
-    IPv6 clients are grouped by /64, the block one subscriber usually holds, so rotating
-    addresses inside it does not buy fresh limits.
+    None when that entry is not an IP address.
     """
     address = request.META.get("REMOTE_ADDR", "") or ""
     proxies = settings.NUM_PROXIES
@@ -77,12 +76,24 @@ def client_ip(request: HttpRequest) -> str:
     try:
         parsed = ipaddress.ip_address(address)
     except ValueError:
-        return address[:64] or "unknown"
-    if isinstance(parsed, ipaddress.IPv6Address):
-        if parsed.ipv4_mapped is not None:
-            return str(parsed.ipv4_mapped)
-        return str(ipaddress.ip_network(f"{parsed}/64", strict=False))
+        return None
+    if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
+        return str(parsed.ipv4_mapped)
     return str(parsed)
+
+
+def client_ip(request: HttpRequest) -> str:
+    """The client's address as a rate-limit identity.
+
+    IPv6 clients are grouped by /64, the block one subscriber usually holds, so rotating
+    addresses inside it does not buy fresh limits.
+    """
+    address = client_address(request)
+    if address is None:
+        return "unknown"
+    if ":" in address:
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return address
 
 
 def login_buckets(request: HttpRequest, username: object) -> list[Bucket]:
@@ -98,8 +109,15 @@ def login_buckets(request: HttpRequest, username: object) -> list[Bucket]:
 
 
 def _is_wrong_flag_verdict(response: HttpResponse) -> bool:
+    # The verdict as API.md gives it: `{correct, already_solved, ...}`. An answer to a flag
+    # already solved guesses nothing, so it does not count either.
     data = getattr(response, "data", None)
-    return response.status_code == 200 and isinstance(data, dict) and data.get("correct") is False
+    return (
+        response.status_code == 200
+        and isinstance(data, dict)
+        and data.get("correct") is False
+        and not data.get("already_solved")
+    )
 
 
 # Scopes that count only some outcomes: the predicate says whether a response counts.

@@ -279,3 +279,28 @@ def test_rates_are_overridden_by_the_environment():
     )
     # then
     assert result.stdout.strip() == "1000/hour"
+
+
+def test_the_flag_endpoint_counts_only_wrong_answers_end_to_end(learner_client):
+    # given a lab's flag and the flag limit of 3 wrong answers per minute
+    from tests.labs.factories import FlagFactory
+
+    flag = FlagFactory(value="CTF{right}")
+    other = FlagFactory(lab=flag.lab)
+    url = reverse("flag-submit", args=[flag.lab_id, flag.pk])
+    other_url = reverse("flag-submit", args=[flag.lab_id, other.pk])
+    # when the learner answers right twice (the second is "already solved"), then wrong
+    # three times on another flag of the lab
+    right = [learner_client.post(url, {"flag": "CTF{right}"}) for _ in range(2)]
+    wrong = [learner_client.post(other_url, {"flag": f"CTF{{guess-{n}}}"}) for n in range(3)]
+    refused = learner_client.post(other_url, {"flag": "CTF{guess-4}"})
+    # then right answers cost nothing, the wrong ones count down, the next is refused
+    assert [(r.json()["correct"], r.json()["already_solved"]) for r in right] == [
+        (True, False),
+        (False, True),
+    ]
+    assert [r["RateLimit-Remaining"] for r in right] == ["3", "3"]
+    assert [r.json()["correct"] for r in wrong] == [False, False, False]
+    assert [r["RateLimit-Remaining"] for r in wrong] == ["2", "1", "0"]
+    assert refused.status_code == 429
+    assert int(refused["Retry-After"]) > 0
