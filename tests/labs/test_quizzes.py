@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import datetime
+import threading
 
 import pytest
+from django.db import connection
 from django.urls import reverse
 
+from labs import services
+from labs.errors import AttemptsExhausted
 from labs.models import QuestionKind, QuizAttempt, Solve, TextMatch
+from tests.factories import UserFactory
 from tests.labs.factories import ChoiceFactory, QuestionFactory, QuizFactory
 
 pytestmark = pytest.mark.django_db
@@ -190,3 +195,37 @@ def test_quiz_detail_progress_after_an_attempt(learner_client, quiz):
     assert body["progress"]["best_score"] == 10
     assert body["progress"]["solved"] == 1
     assert [q["solved"] for q in body["questions"]] == [True, False, False, False, False]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_parallel_attempts_never_exceed_max_attempts():
+    # given a quiz allowing one attempt
+    user = UserFactory()
+    quiz = QuizFactory(max_attempts=1)
+    question = QuestionFactory(quiz=quiz)
+    right = ChoiceFactory(question=question, correct=True)
+    barrier = threading.Barrier(8)
+    outcomes = []
+
+    def attempt():
+        try:
+            barrier.wait()
+            services.quiz_attempt_submit(
+                user=user, quiz=quiz, answers={str(question.pk): [right.pk]}, max_text_length=100
+            )
+            outcomes.append("graded")
+        except AttemptsExhausted:
+            outcomes.append("refused")
+        finally:
+            connection.close()
+
+    # when eight attempts arrive at once
+    threads = [threading.Thread(target=attempt) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # then one was graded, seven refused, and the points were awarded once
+    assert sorted(outcomes) == ["graded"] + ["refused"] * 7
+    assert QuizAttempt.objects.filter(user=user).count() == 1
+    assert Solve.objects.filter(user=user, question=question).count() == 1
