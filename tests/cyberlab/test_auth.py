@@ -154,3 +154,16 @@ def test_unknown_api_path_is_a_json_404(api_client):
     response = api_client.get("/api/v1/does-not-exist/")
     assert response.status_code == 404
     assert response.json() == {"detail": "Not found.", "code": "not_found"}
+
+
+def test_django_404_and_permission_errors_get_the_contract_shape():
+    from django.core.exceptions import PermissionDenied
+    from django.http import Http404
+
+    from cyberlab.api import exception_handler
+
+    not_found = exception_handler(Http404("No Course matches the given query."), {})
+    denied = exception_handler(PermissionDenied(), {})
+    assert (not_found.status_code, not_found.data) == (404, {"detail": "Not found.", "code": "not_found"})
+    assert denied.status_code == 403
+    assert denied.data["code"] == "permission_denied"
