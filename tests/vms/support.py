@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import subprocess
 import time
 from pathlib import Path
@@ -13,11 +12,9 @@ from django.conf import settings
 import docker
 from labs.models import FlagKind
 from tests.labs.factories import FlagFactory, LabFactory, MachineTemplateFactory
+from tests.vms.platform import TEST_PLATFORM
 
 ROOT = Path(__file__).resolve().parents[2]
-# Machines the tests start are labelled with a platform name of their own, so a
-# developer's running stack on the same engine is never touched by the tests' cleanup.
-TEST_PLATFORM = f"cyberlab-test-{os.environ.get('TEST_DATABASE_NAME', 'default')}"
 LABEL_PLATFORM = "cyberlab.platform"
 
 

@@ -1,0 +1,273 @@
+"""The machine endpoints of the API contract (fake provider; Docker runs in integration)."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import redis.connection
+from django.contrib.auth.models import Group
+from django.test import override_settings
+from rest_framework.test import APIClient
+
+from tests.factories import UserFactory
+from tests.vms.support import machine_lab
+from vms import services
+from vms.models import StopReason, VMSession, VMStatus
+
+pytestmark = pytest.mark.django_db
+
+
+def url(lab, suffix=""):
+    return f"/api/v1/labs/{lab.pk}/vm/{suffix}"
+
+
+def test_start_answers_202_with_the_provisioning_state(fake_provider, learner_client):
+    # given
+    lab = machine_lab()
+    # when
+    response = learner_client.post(url(lab))
+    # then
+    assert response.status_code == 202
+    body = response.json()
+    assert body["status"] == "provisioning"
+    assert uuid.UUID(body["session_id"])
+    assert body["lab_id"] == lab.pk
+    assert body["connection"] is None
+    assert body["renewals_left"] == 2
+    assert 7190 <= body["seconds_left"] <= 7200
+
+
+def test_second_start_answers_200_with_the_live_machine(fake_provider, learner_client):
+    lab = machine_lab()
+    first = learner_client.post(url(lab)).json()
+    response = learner_client.post(url(lab))
+    assert response.status_code == 200
+    assert response.json()["session_id"] == first["session_id"]
+
+
+def test_status_shows_connection_strings_once_running(fake_provider, user, learner_client):
+    # given
+    lab = machine_lab(ports=[{"port": 8080, "protocol": "http"}, {"port": 22, "protocol": "ssh"}])
+    started = learner_client.post(url(lab)).json()
+    services.vm_provision(session_id=started["session_id"])
+    # when
+    response = learner_client.get(url(lab))
+    # then
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "running"
+    assert body["connection"] == {
+        "host": "127.0.0.1",
+        "ports": [
+            {"port": 8080, "host_port": 40000, "protocol": "http", "address": "http://127.0.0.1:40000/"},
+            {"port": 22, "host_port": 40001, "protocol": "ssh", "address": "ssh -p 40001 user@127.0.0.1"},
+        ],
+    }
+    assert body["can_extend"] is False
+
+
+def test_status_without_a_machine_is_a_404(fake_provider, learner_client):
+    response = learner_client.get(url(machine_lab()))
+    assert response.status_code == 404
+    assert response.json()["code"] == "no_machine"
+
+
+def test_status_read_from_redis_makes_no_query_and_at_most_two_round_trips(
+    fake_provider, user, django_assert_num_queries, monkeypatch
+):
+    # given a running machine, and a client authenticated without a database lookup
+    lab = machine_lab()
+    session = services.vm_start(user=user, lab=lab).state["session_id"]
+    services.vm_provision(session_id=session)
+    client = APIClient()
+    client.force_authenticate(user)
+    sent = []
+    original = redis.connection.AbstractConnection.send_packed_command
+
+    def counting(self, command, check_health=True):
+        sent.append(command)
+        return original(self, command, check_health)
+
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counting)
+    # when
+    with django_assert_num_queries(0):
+        response = client.get(url(lab))
+    # then one round trip for the rate limit, one for the state
+    assert response.status_code == 200
+    assert response.json()["status"] == "running"
+    assert len(sent) <= 2
+    assert any(b"HGETALL" in b"".join(command) for command in sent)
+
+
+def test_stop_answers_202_and_the_machine_goes(fake_provider, user, learner_client, redis):
+    # given
+    lab = machine_lab()
+    started = learner_client.post(url(lab)).json()
+    services.vm_provision(session_id=started["session_id"])
+    # when
+    response = learner_client.delete(url(lab))
+    # then
+    assert response.status_code == 202
+    assert response.json()["status"] == "stopping"
+    services.vm_teardown(session_id=started["session_id"])
+    assert learner_client.get(url(lab)).status_code == 404
+    assert redis.keys("vm:state:*") == []
+
+
+def test_extend_too_early_is_a_409_with_a_clear_code(fake_provider, user, learner_client):
+    lab = machine_lab()
+    started = learner_client.post(url(lab)).json()
+    services.vm_provision(session_id=started["session_id"])
+    response = learner_client.post(url(lab, "extend/"))
+    assert response.status_code == 409
+    assert response.json()["code"] == "vm_extend_too_early"
+    assert "last 30 minutes" in response.json()["detail"]
+
+
+def test_reset_answers_202_with_a_new_session(fake_provider, user, learner_client):
+    lab = machine_lab()
+    started = learner_client.post(url(lab)).json()
+    services.vm_provision(session_id=started["session_id"])
+    response = learner_client.post(url(lab, "reset/"))
+    assert response.status_code == 202
+    assert response.json()["session_id"] != started["session_id"]
+    assert response.json()["status"] == "provisioning"
+
+
+def test_reset_without_a_machine_is_a_404(fake_provider, learner_client):
+    assert learner_client.post(url(machine_lab(), "reset/")).status_code == 404
+
+
+def test_start_of_an_unpublished_lab_is_a_404_for_a_learner(fake_provider, learner_client):
+    lab = machine_lab()
+    lab.published = False
+    lab.save()
+    assert learner_client.post(url(lab)).status_code == 404
+
+
+def test_start_of_a_lab_without_a_machine_is_a_404(fake_provider, learner_client):
+    from tests.labs.factories import LabFactory
+
+    response = learner_client.post(f"/api/v1/labs/{LabFactory().pk}/vm/")
+    assert response.status_code == 404
+    assert response.json()["code"] == "no_machine_template"
+
+
+def test_disallowed_image_is_a_422_with_the_reason(fake_provider, learner_client):
+    response = learner_client.post(url(machine_lab(image="docker.io/library/ubuntu:latest")))
+    assert response.status_code == 422
+    assert response.json()["code"] == "machine_not_allowed"
+    assert "not allowed" in response.json()["detail"]
+
+
+def test_machines_switched_off_is_a_503(learner_client):
+    with override_settings(VM_PROVIDER="none"):
+        response = learner_client.post(url(machine_lab()))
+    assert response.status_code == 503
+    assert response.json()["code"] == "vm_disabled"
+
+
+def test_engine_down_is_a_503(fake_provider, learner_client):
+    fake_provider.down = True
+    response = learner_client.post(url(machine_lab()))
+    assert response.status_code == 503
+    assert response.json()["code"] == "vm_engine_unavailable"
+
+
+def test_second_lab_over_the_per_learner_limit_is_a_409(fake_provider, learner_client):
+    learner_client.post(url(machine_lab()))
+    response = learner_client.post(url(machine_lab()))
+    assert response.status_code == 409
+    assert response.json()["code"] == "vm_user_limit"
+
+
+def test_hourly_start_limit_is_a_429_with_retry_after(fake_provider, user, learner_client):
+    lab = machine_lab()
+    with override_settings(VM_START_LIMIT_PER_HOUR=1):
+        started = learner_client.post(url(lab)).json()
+        services.vm_stop(user=user, lab_id=lab.pk)
+        services.vm_teardown(session_id=started["session_id"])
+        response = learner_client.post(url(lab))
+    assert response.status_code == 429
+    assert response.json()["code"] == "vm_start_limited"
+    assert 0 < int(response["Retry-After"]) <= 3600
+
+
+def test_my_machines_lists_only_mine(fake_provider, user, learner_client):
+    # given
+    lab = machine_lab()
+    mine = learner_client.post(url(lab)).json()
+    services.vm_start(user=UserFactory(), lab=lab)
+    # when
+    response = learner_client.get("/api/v1/vms/")
+    # then
+    assert response.status_code == 200
+    assert response.json()["count"] == 1
+    assert [item["session_id"] for item in response.json()["results"]] == [mine["session_id"]]
+
+
+def test_another_learners_session_id_is_a_404(fake_provider, learner_client):
+    # given
+    other = services.vm_start(user=UserFactory(), lab=machine_lab()).state["session_id"]
+    # when / then
+    assert learner_client.get(f"/api/v1/vms/{other}/").status_code == 404
+    assert learner_client.delete(f"/api/v1/vms/{other}/").status_code == 404
+    assert VMSession.objects.get(pk=other).status == VMStatus.PROVISIONING
+
+
+def test_my_session_id_shows_and_stops_my_machine(fake_provider, user, learner_client):
+    mine = learner_client.post(url(machine_lab())).json()["session_id"]
+    assert learner_client.get(f"/api/v1/vms/{mine}/").json()["session_id"] == mine
+    assert learner_client.delete(f"/api/v1/vms/{mine}/").status_code == 202
+    assert VMSession.objects.get(pk=mine).status == VMStatus.STOPPING
+
+
+def test_learners_cannot_use_the_staff_endpoints(fake_provider, learner_client):
+    session = services.vm_start(user=UserFactory(), lab=machine_lab()).state["session_id"]
+    assert learner_client.get("/api/v1/admin/vms/").status_code == 403
+    assert learner_client.delete(f"/api/v1/admin/vms/{session}/").status_code == 403
+
+
+def test_staff_list_every_live_machine_soonest_expiring_first(fake_provider, staff_client):
+    # given
+    first = services.vm_start(user=UserFactory(), lab=machine_lab()).state["session_id"]
+    second = services.vm_start(user=UserFactory(), lab=machine_lab()).state["session_id"]
+    # when
+    response = staff_client.get("/api/v1/admin/vms/?limit=1")
+    # then
+    assert response.status_code == 200
+    body = response.json()
+    assert body["count"] == 2
+    assert [item["session_id"] for item in body["results"]] == [first]
+    assert body["results"][0]["user_id"]
+    assert (
+        staff_client.get("/api/v1/admin/vms/?limit=1&offset=1").json()["results"][0]["session_id"] == second
+    )
+
+
+def test_staff_force_stop(fake_provider, staff_client):
+    session = services.vm_start(user=UserFactory(), lab=machine_lab()).state["session_id"]
+    response = staff_client.delete(f"/api/v1/admin/vms/{session}/")
+    assert response.status_code == 202
+    row = VMSession.objects.get(pk=session)
+    assert (row.status, row.stop_reason) == (VMStatus.STOPPING, StopReason.ADMIN)
+    assert staff_client.delete(f"/api/v1/admin/vms/{uuid.uuid4()}/").status_code == 404
+
+
+def test_operators_group_may_list_and_stop_machines(fake_provider):
+    # given a staff member who is only an operator
+    operator = UserFactory(is_staff=True)
+    operator.groups.add(Group.objects.get(name="operators"))
+    client = APIClient()
+    client.force_login(operator)
+    session = services.vm_start(user=UserFactory(), lab=machine_lab()).state["session_id"]
+    # when / then
+    assert client.get("/api/v1/admin/vms/").status_code == 200
+    assert client.delete(f"/api/v1/admin/vms/{session}/").status_code == 202
+
+
+def test_signed_out_requests_are_refused(fake_provider, api_client):
+    lab = machine_lab()
+    assert api_client.post(url(lab)).status_code in (401, 403)
+    assert api_client.get(url(lab)).status_code in (401, 403)

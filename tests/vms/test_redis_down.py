@@ -1,0 +1,101 @@
+"""Redis down: starts and stops keep working through the ledger, status reads it, and
+the live state is rebuilt when Redis returns. Never a 500, never a leaked machine."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import override_settings
+
+from tests.conftest import free_port
+from tests.vms.support import machine_lab
+from vms import maintenance, services
+from vms.models import VMSession, VMStatus
+
+pytestmark = pytest.mark.django_db
+
+
+def dead_redis():
+    from django.conf import settings
+
+    location = f"redis://127.0.0.1:{free_port()}/0"
+    return override_settings(
+        CACHES={"default": {**settings.CACHES["default"], "LOCATION": location}}, REDIS_RETRY_INTERVAL=0
+    )
+
+
+def test_start_status_and_stop_work_through_the_ledger_while_redis_is_down(
+    fake_provider, user, learner_client, redis
+):
+    lab = machine_lab()
+    with dead_redis():
+        # when
+        started = learner_client.post(f"/api/v1/labs/{lab.pk}/vm/")
+        # then
+        assert started.status_code == 202
+        session_id = started.json()["session_id"]
+        services.vm_provision(session_id=session_id)
+        status = learner_client.get(f"/api/v1/labs/{lab.pk}/vm/")
+        assert status.status_code == 200
+        assert status.json()["status"] == "running"
+        assert status.json()["connection"]["ports"][0]["address"] == "http://127.0.0.1:40000/"
+        assert learner_client.get("/api/v1/vms/").json()["count"] == 1
+        # a second click still finds the live machine (the ledger is the fence)
+        again = learner_client.post(f"/api/v1/labs/{lab.pk}/vm/")
+        assert (again.status_code, again.json()["session_id"]) == (200, session_id)
+        # when
+        stopped = learner_client.delete(f"/api/v1/labs/{lab.pk}/vm/")
+        assert stopped.status_code == 202
+        services.vm_teardown(session_id=session_id)
+        # then
+        assert learner_client.get(f"/api/v1/labs/{lab.pk}/vm/").status_code == 404
+    assert fake_provider.instances == {}
+    assert VMSession.objects.get(pk=session_id).status == VMStatus.STOPPED
+    assert redis.keys("vm:*") == []
+
+
+def test_live_state_is_rebuilt_from_the_ledger_when_redis_returns(fake_provider, user, learner_client, redis):
+    # given a machine started and running while Redis was down
+    lab = machine_lab()
+    with dead_redis():
+        session_id = learner_client.post(f"/api/v1/labs/{lab.pk}/vm/").json()["session_id"]
+        services.vm_provision(session_id=session_id)
+    assert redis.exists(f"vm:state:{user.pk}:{lab.pk}") == 0
+    # when Redis answers again, the next read puts it back
+    response = learner_client.get(f"/api/v1/labs/{lab.pk}/vm/")
+    # then
+    assert response.json()["status"] == "running"
+    assert redis.hget(f"vm:state:{user.pk}:{lab.pk}", "session_id").decode() == session_id
+    assert redis.zscore("vm:expiry", f"{user.pk}:{lab.pk}") is not None
+
+
+def test_the_reconciler_rebuilds_every_live_state_when_redis_returns(fake_provider, user, redis):
+    # given
+    lab = machine_lab()
+    with dead_redis():
+        session_id = services.vm_start(user=user, lab=lab).state["session_id"]
+        services.vm_provision(session_id=session_id)
+    # when
+    report = maintenance.vm_reconcile()
+    # then
+    assert report.rebuilt == [session_id]
+    assert redis.hget(f"vm:state:{user.pk}:{lab.pk}", "status") == b"running"
+
+
+def test_staff_list_and_sweeper_work_from_the_ledger_while_redis_is_down(fake_provider, user, staff_client):
+    # given a machine past its expiry
+    lab = machine_lab()
+    with override_settings(VM_LIFETIME=1):
+        session_id = services.vm_start(user=user, lab=lab).state["session_id"]
+    services.vm_provision(session_id=session_id)
+    VMSession.objects.filter(pk=session_id).update(expires_at="2000-01-01T00:00:00Z")
+    with dead_redis():
+        # when
+        listed = staff_client.get("/api/v1/admin/vms/")
+        report = maintenance.vm_sweep()
+    # then
+    assert listed.status_code == 200
+    assert listed.json()["count"] == 1
+    assert report.expired == [session_id]
+    # the broker answers in this test, so the teardown was queued: run it as a worker would
+    services.vm_teardown(session_id=session_id)
+    assert fake_provider.instances == {}
