@@ -16,6 +16,7 @@ from rest_framework.exceptions import APIException
 from cyberlab.accounts.models import User
 from labs.models import Lab
 from vms import selectors, services
+from vms.errors import MachineNotFound
 from vms.models import OPEN_STATUSES, LiveMachine, StopReason, VMSession
 
 LIVE_PAGE_SIZE = 500
@@ -71,8 +72,11 @@ class VMSessionAdmin(admin.ModelAdmin):
     @admin.action(description="Stop the selected live machines", permissions=["stop"])
     def stop_selected(self, request, queryset):
         stopped = 0
-        for session in queryset.filter(status__in=OPEN_STATUSES):
-            services.vm_stop_session(session_id=session.pk, reason=StopReason.ADMIN)
+        for session_id in queryset.filter(status__in=OPEN_STATUSES).values_list("pk", flat=True):
+            try:
+                services.vm_stop_session(session_id=session_id, reason=StopReason.ADMIN)
+            except MachineNotFound:
+                continue  # closed since the page was shown: nothing left to stop
             stopped += 1
         self.message_user(request, f"{stopped} machine(s) stopping.", messages.SUCCESS)
 

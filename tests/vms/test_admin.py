@@ -1,0 +1,102 @@
+"""The staff's pages: live machines from Redis with a stop button, and the history."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import Group
+from django.test import Client
+
+from tests.factories import UserFactory
+from tests.vms.support import machine_lab
+from vms import services
+from vms.models import StopReason, VMSession
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def admin_client(staff_user) -> Client:
+    client = Client()
+    client.force_login(staff_user)
+    return client
+
+
+def test_live_machines_page_lists_what_redis_holds_with_time_left(fake_provider, admin_client):
+    # given
+    learner = UserFactory(username="alice")
+    lab = machine_lab()
+    session_id = services.vm_start(user=learner, lab=lab).state["session_id"]
+    services.vm_provision(session_id=session_id)
+    # when
+    response = admin_client.get("/admin/vms/livemachine/")
+    # then
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "alice" in page
+    assert lab.title in page
+    assert "http://127.0.0.1:40000/" in page
+    assert "119 min" in page or "120 min" in page
+    assert f"/admin/vms/livemachine/{session_id}/stop/" in page
+
+
+def test_the_stop_button_stops_the_machine(fake_provider, admin_client):
+    session_id = services.vm_start(user=UserFactory(), lab=machine_lab()).state["session_id"]
+    response = admin_client.post(f"/admin/vms/livemachine/{session_id}/stop/")
+    assert response.status_code == 302
+    row = VMSession.objects.get(pk=session_id)
+    assert row.stop_reason == StopReason.ADMIN
+
+
+def test_history_filters_and_searches(fake_provider, admin_client):
+    # given
+    learner = UserFactory(username="bob")
+    session_id = services.vm_start(user=learner, lab=machine_lab()).state["session_id"]
+    # when / then
+    assert "bob" in admin_client.get("/admin/vms/vmsession/?q=bob").content.decode()
+    by_id = admin_client.get(f"/admin/vms/vmsession/?q={session_id}").content.decode()
+    assert session_id[:8] in by_id
+    assert admin_client.get("/admin/vms/vmsession/?status__exact=provisioning").status_code == 200
+    assert (
+        "0 machine sessions"
+        in admin_client.get("/admin/vms/vmsession/?status__exact=stopped").content.decode()
+    )
+
+
+def test_operators_see_the_pages_and_may_stop_machines(fake_provider):
+    # given
+    operator = UserFactory(is_staff=True)
+    operator.groups.add(Group.objects.get(name="operators"))
+    client = Client()
+    client.force_login(operator)
+    session_id = services.vm_start(user=UserFactory(), lab=machine_lab()).state["session_id"]
+    # when / then
+    assert client.get("/admin/vms/livemachine/").status_code == 200
+    assert client.get("/admin/vms/vmsession/").status_code == 200
+    assert client.post(f"/admin/vms/livemachine/{session_id}/stop/").status_code == 302
+    assert VMSession.objects.get(pk=session_id).stop_reason == StopReason.ADMIN
+
+
+def test_staff_without_machine_permissions_cannot_stop(fake_provider):
+    clerk = UserFactory(is_staff=True)
+    client = Client()
+    client.force_login(clerk)
+    session_id = services.vm_start(user=UserFactory(), lab=machine_lab()).state["session_id"]
+    assert client.post(f"/admin/vms/livemachine/{session_id}/stop/").status_code == 403
+    assert client.get("/admin/vms/livemachine/").status_code == 403
+
+
+def test_the_history_action_stops_the_selected_live_machines(fake_provider, admin_client):
+    # given a live machine and a closed one
+    live = services.vm_start(user=UserFactory(), lab=machine_lab()).state["session_id"]
+    user, lab = UserFactory(), machine_lab()
+    closed = services.vm_start(user=user, lab=lab).state["session_id"]
+    services.vm_stop(user=user, lab_id=lab.pk)
+    services.vm_teardown(session_id=closed)
+    # when
+    response = admin_client.post(
+        "/admin/vms/vmsession/", {"action": "stop_selected", "_selected_action": [live, closed]}
+    )
+    # then
+    assert response.status_code == 302
+    assert VMSession.objects.get(pk=live).stop_reason == StopReason.ADMIN
+    assert VMSession.objects.get(pk=closed).stop_reason == StopReason.USER
