@@ -11,6 +11,7 @@ from rest_framework.views import APIView
 from labs.models import Course
 from leaderboard import selectors
 from leaderboard.boards import Board
+from leaderboard.receivers import run_after_response
 from leaderboard.serializers import (
     MyStandingSerializer,
     StandingsPageSerializer,
@@ -67,7 +68,9 @@ class LeaderboardApi(APIView):
     def get(self, request):
         limit, offset = _page_query(request)
         if limit is None and offset == 0:
-            body = selectors.leaderboard_standings(postgres_only=_postgres_only(request))
+            body = selectors.leaderboard_standings(
+                postgres_only=_postgres_only(request), defer=run_after_response
+            )
             return HttpResponse(body, content_type="application/json")
         limit = limit or settings.API_PAGE_SIZE
         page = selectors.leaderboard_page(

@@ -9,7 +9,9 @@ rebuild is queued -- never run on the request path.
 from __future__ import annotations
 
 import datetime
+import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -193,20 +195,30 @@ def leaderboard_me(
     return _postgres_me(board, user, radius)
 
 
+def _timestamp(moment: datetime.datetime) -> str:
+    """As DRF renders a UTC datetime, without the encoder's per-value fallback."""
+    return moment.isoformat().replace("+00:00", "Z")
+
+
 def _standings_body(page: StandingsPage) -> bytes:
-    body = {
-        "count": page.count,
-        "next": None,
-        "previous": None,
-        "results": [standing.as_dict() for standing in page.results],
-    }
-    return redis_client.dumps(body).encode()
+    results = [
+        {
+            "rank": standing.rank,
+            "user_id": standing.user_id,
+            "display_name": standing.display_name,
+            "points": standing.points,
+            "last_scored_at": _timestamp(standing.last_scored_at),
+        }
+        for standing in page.results
+    ]
+    body = {"count": page.count, "next": None, "previous": None, "results": results}
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def _full_from_live() -> bytes:
     """Every standing of the global board, read from the live set (Postgres when missing)."""
     try:
-        found = store.page(board=store.live_key(), start=0, stop=-1)
+        found = store.page_all(board=store.live_key())
     except redis_client.RedisUnavailable:
         found = None
     else:
@@ -218,12 +230,17 @@ def _full_from_live() -> bytes:
     return _standings_body(StandingsPage(count=count, results=_standings(rows, 1)))
 
 
-def leaderboard_standings(*, postgres_only: bool = False) -> bytes:
+def leaderboard_standings(
+    *, postgres_only: bool = False, defer: Callable[[Callable[[], None]], None] | None = None
+) -> bytes:
     """The full global standings as the JSON body of a page holding all of them.
 
-    Served from the `leaderboard:all` snapshot. A solve marks it stale and it is rebuilt
-    a little before its TTL runs out; either way one reader rebuilds it (a short lock)
-    while the others keep getting the previous snapshot, so no reader waits for another.
+    Served from the `leaderboard:all` snapshot. A solve marks it stale, and it is also
+    refreshed a little before its TTL runs out. One reader at a time (a short lock)
+    rebuilds it; the others keep getting the previous snapshot. Given `defer` (a way to
+    run work once the response is sent), the rebuilding reader is served the previous
+    snapshot too and rebuilds after its response, so no request waits for a rebuild
+    unless there is no snapshot at all.
     """
     if postgres_only:
         return _standings_body(_postgres_page(Board.all_time(), None, 0))
@@ -240,6 +257,14 @@ def leaderboard_standings(*, postgres_only: bool = False) -> bytes:
         token = None
     if token is None:
         return snapshot.body if snapshot.body is not None else _full_from_live()
+    if snapshot.body is not None and defer is not None:
+        defer(lambda: _snapshot_refresh(token))
+        return snapshot.body
+    return _snapshot_refresh(token)
+
+
+def _snapshot_refresh(token: str) -> bytes:
+    """Rebuilds and stores the snapshot under the lock `token` holds, then frees it."""
     body = None
     try:
         # Cleared before reading the board: a solve landing meanwhile marks it stale again.
