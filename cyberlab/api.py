@@ -93,11 +93,34 @@ def server_error(request):
     return django_server_error(request)
 
 
+class ApiRootView(APIView):
+    """Where to start: the schema, its documentation and the main collections."""
+
+    permission_classes = [AllowAny]
+    schema = None  # a signpost, not part of the contract
+
+    def get(self, request):
+        def link(path: str) -> str:
+            return request.build_absolute_uri(path)
+
+        return Response(
+            {
+                "schema": link("/api/v1/schema/"),
+                "docs": link("/api/docs/"),
+                "me": link("/api/v1/auth/me/"),
+                "courses": link("/api/v1/courses/"),
+                "leaderboard": link("/api/v1/leaderboard/"),
+                "machines": link("/api/v1/vms/"),
+            }
+        )
+
+
 class CeilingView(APIView):
     """A constant small JSON through the full DRF stack: the benchmark's ceiling."""
 
     authentication_classes: list = []
     permission_classes = [AllowAny]
+    schema = None
 
     def get(self, request):
         return Response({"status": "ok", "items": [1, 2, 3]})

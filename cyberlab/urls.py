@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from cyberlab import api, health
 
 api_v1 = [
+    path("", api.ApiRootView.as_view(), name="api-root"),
     path("auth/", include("cyberlab.accounts.urls")),
     path("", include("labs.urls")),
     path("", include("vms.urls")),

@@ -55,3 +55,9 @@ def test_readyz_is_503_when_postgres_is_down():
     assert answer["body"]["status"] == "unavailable"
     assert answer["body"]["checks"]["postgres"]["ok"] is False
     assert answer["body"]["checks"]["redis"]["ok"] is True
+
+
+def test_api_root_points_at_the_schema_and_docs(client):
+    body = client.get("/api/v1/").json()
+    assert body["schema"].endswith("/api/v1/schema/")
+    assert body["docs"].endswith("/api/docs/")
