@@ -118,6 +118,8 @@ def password_change(*, request: HttpRequest, user: User, old_password: str, new_
 def user_session_record(*, request: HttpRequest, user: User) -> UserSession:
     """Records the sign-in that just happened on `request.session` (on `user_logged_in`)."""
     session = request.session
+    if session.session_key is None:
+        session.cycle_key()
     digest = session_key_digest(session.session_key)
     existing = UserSession.objects.filter(key_hash=digest, user=user, ended_at__isnull=True).first()
     if existing is not None:
