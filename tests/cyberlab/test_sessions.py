@@ -251,3 +251,19 @@ def test_a_revoke_while_redis_is_down_holds_when_redis_returns_with_its_old_copy
         assert phone.get(reverse("auth-me")).status_code == 403
         assert cache.get(KEY_PREFIX + phone_key) is None
         assert laptop.get(reverse("auth-me")).status_code == 200
+
+
+def test_a_sign_in_on_a_session_without_a_key_yet_is_recorded(user):
+    # given a request whose session was never saved
+    from django.http import HttpRequest
+
+    from cyberlab.accounts import services
+    from cyberlab.accounts.session_store import SessionStore
+
+    request = HttpRequest()
+    request.session = SessionStore()
+    # when
+    record = services.user_session_record(request=request, user=user)
+    # then
+    assert request.session.session_key
+    assert record.key_hash == digest(request.session.session_key)
