@@ -65,10 +65,6 @@ class Board:
         end = week_start_at(self.week) + datetime.timedelta(days=7)
         return int((end.timestamp() + settings.LEADERBOARD_WEEKLY_GRACE) * 1000)
 
-    @property
-    def expired(self) -> bool:
-        return self.week is not None and self.expire_at_ms <= timezone.now().timestamp() * 1000
-
     def solve_filter(self, prefix: str = "") -> Q:
         """The solves that count on this board (`prefix` for a related lookup)."""
         condition = Q()
@@ -83,11 +79,14 @@ class Board:
 
 
 def boards_for_solve(*, course_id: int, awarded_at: datetime.datetime) -> list[Board]:
-    """The boards a solve counts on, global first; a week already dropped is left out."""
+    """The boards a solve counts on, global first.
+
+    Only this week's board is kept live (it is the only one served), so a late event
+    for last week's solve never recreates part of a board a rebuild has dropped.
+    """
     boards = [Board.all_time(), Board.course(course_id)]
-    weekly = Board.weekly(week_start(awarded_at))
-    if not weekly.expired:
-        boards.append(weekly)
+    if week_start(awarded_at) == week_start(timezone.now()):
+        boards.append(Board.weekly())
     return boards
 
 

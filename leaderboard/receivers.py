@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import logging
 import threading
 
@@ -16,7 +15,7 @@ from cyberlab.redis_client import RedisUnavailable
 from labs.models import Solve
 from labs.signals import points_awarded
 from leaderboard import services
-from leaderboard.boards import is_excluded, week_start
+from leaderboard.boards import is_excluded
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +75,7 @@ def _rename(user_id: int, name: str) -> None:
 
 @receiver(post_delete, sender=Solve, dispatch_uid="leaderboard.solve_deleted")
 def _on_solve_deleted(sender, instance: Solve, **kwargs) -> None:
-    _schedule_refresh(instance.user_id, course_id=instance.course_id, week=week_start(instance.created_at))
+    _schedule_refresh(instance.user_id, course_id=instance.course_id)
 
 
 @receiver(post_save, sender=Solve, dispatch_uid="leaderboard.solve_changed")
@@ -84,9 +83,7 @@ def _on_solve_changed(sender, instance: Solve, created: bool, **kwargs) -> None:
     # A new solve arrives through points_awarded; an edited one (staff changed its points
     # or course in the admin) is recomputed like a deletion.
     if not created:
-        _schedule_refresh(
-            instance.user_id, course_id=instance.course_id, week=week_start(instance.created_at)
-        )
+        _schedule_refresh(instance.user_id, course_id=instance.course_id)
 
 
 # Refreshes wait for the commit and are gathered per thread, so deleting a course with
@@ -94,17 +91,13 @@ def _on_solve_changed(sender, instance: Solve, created: bool, **kwargs) -> None:
 _pending = threading.local()
 
 
-def _schedule_refresh(
-    user_id: int, *, course_id: int | None = None, week: datetime.date | None = None
-) -> None:
+def _schedule_refresh(user_id: int, *, course_id: int | None = None) -> None:
     refreshes = getattr(_pending, "refreshes", None)
     if refreshes is None:
         refreshes = _pending.refreshes = {}
-    course_ids, weeks = refreshes.setdefault(user_id, (set(), set()))
+    course_ids = refreshes.setdefault(user_id, set())
     if course_id is not None:
         course_ids.add(course_id)
-    if week is not None:
-        weeks.add(week)
     transaction.on_commit(_flush_refreshes)
 
 

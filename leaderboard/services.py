@@ -130,15 +130,10 @@ def _board_score(board: Board, solves: Iterable[tuple[int, int, int, datetime.da
     return store.BoardScore(key=board.key, points=points, seconds=seconds, expire_at_ms=board.expire_at_ms)
 
 
-def leaderboard_user_refresh(
-    *,
-    user_id: int,
-    course_ids: Iterable[int] = (),
-    weeks: Iterable[datetime.date] = (),
-) -> bool:
+def leaderboard_user_refresh(*, user_id: int, course_ids: Iterable[int] = ()) -> bool:
     """Recomputes a learner's entry on every board from Postgres and writes it atomically.
 
-    `course_ids` and `weeks` name boards the learner may have just left (a deleted solve's).
+    `course_ids` name boards the learner may have just left (a deleted solve's).
     Postgres is read again after the write: a solve that committed in between (and whose
     event may have landed before the write) makes it go round once more.
     False when the board is not built (the rebuild will include the learner).
@@ -148,8 +143,7 @@ def leaderboard_user_refresh(
         boards = [Board.all_time()]
         courses = {course_id for _, course_id, _, _ in state.solves} | set(course_ids)
         boards += [Board.course(course_id) for course_id in sorted(courses)]
-        week_set = {week_start(timezone.now()), *weeks}
-        boards += [board for board in (Board.weekly(week) for week in sorted(week_set)) if not board.expired]
+        boards.append(Board.weekly())
         written = store.user_set(
             user_id=user_id,
             name=state.name,
@@ -354,7 +348,7 @@ def _reconcile_excluded() -> int:
     return len(changed)
 
 
-def leaderboard_flush_pending(*, refreshes: dict[int, tuple[set[int], set[datetime.date]]]) -> None:
+def leaderboard_flush_pending(*, refreshes: dict[int, set[int]]) -> None:
     """Refreshes learners whose solves were deleted or whose visibility changed.
 
     A bulk deletion (a course or a learner with many solves) is cheaper as one rebuild.
@@ -362,5 +356,5 @@ def leaderboard_flush_pending(*, refreshes: dict[int, tuple[set[int], set[dateti
     if len(refreshes) > settings.LEADERBOARD_REFRESH_MAX_LEARNERS:
         leaderboard_rebuild_request()
         return
-    for user_id, (course_ids, weeks) in sorted(refreshes.items()):
-        leaderboard_user_refresh(user_id=user_id, course_ids=course_ids, weeks=weeks)
+    for user_id, course_ids in sorted(refreshes.items()):
+        leaderboard_user_refresh(user_id=user_id, course_ids=course_ids)
