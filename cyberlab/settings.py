@@ -538,6 +538,9 @@ LEADERBOARD_REBUILD_LOCK_TTL = env_int("LEADERBOARD_REBUILD_LOCK_TTL", 60)
 LEADERBOARD_INCLUDE_STAFF = env_bool("LEADERBOARD_INCLUDE_STAFF", False)
 # Standings shown above and below mine on leaderboard/me/.
 LEADERBOARD_AROUND = env_int("LEADERBOARD_AROUND", 5)
+# Let signed-out visitors read the boards (not leaderboard/me/), as a public CTF
+# scoreboard does. Off: display names fall back to usernames, which are login names.
+LEADERBOARD_PUBLIC = env_bool("LEADERBOARD_PUBLIC", False)
 # How often the catch-up task applies solves the live updates missed.
 LEADERBOARD_CATCHUP_INTERVAL = env_int("LEADERBOARD_CATCHUP_INTERVAL", 60)
 # The catch-up's cursor stays behind solves younger than this, so a transaction still

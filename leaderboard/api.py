@@ -4,6 +4,7 @@ from django.conf import settings
 from django.http import HttpResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.exceptions import NotFound
+from rest_framework.permissions import BasePermission, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.utils.urls import remove_query_param, replace_query_param
 from rest_framework.views import APIView
@@ -23,6 +24,13 @@ PAGE_PARAMETERS = [
     OpenApiParameter("limit", int, description="Standings per page (at most API_MAX_PAGE_SIZE)."),
     OpenApiParameter("offset", int, description="Standings to skip."),
 ]
+
+
+class BoardReaders(BasePermission):
+    """Signed-in users; anyone when LEADERBOARD_PUBLIC is on."""
+
+    def has_permission(self, request, view) -> bool:
+        return settings.LEADERBOARD_PUBLIC or IsAuthenticated().has_permission(request, view)
 
 
 def _postgres_only(request) -> bool:
@@ -64,6 +72,8 @@ class LeaderboardApi(APIView):
     """Global standings. Without `limit`: all of them, from the cached snapshot
     (`leaderboard:all`); with `limit`: that page, read live."""
 
+    permission_classes = [BoardReaders]
+
     @extend_schema(parameters=PAGE_PARAMETERS, responses={200: StandingsPageSerializer})
     def get(self, request):
         limit, offset = _page_query(request)
@@ -87,6 +97,8 @@ class LeaderboardMeApi(APIView):
 
 
 class LeaderboardCourseApi(APIView):
+    permission_classes = [BoardReaders]
+
     @extend_schema(parameters=PAGE_PARAMETERS, responses={200: StandingsPageSerializer})
     def get(self, request, slug: str):
         course = Course.objects.filter(slug=slug).values_list("id", "published").first()
@@ -102,6 +114,8 @@ class LeaderboardCourseApi(APIView):
 
 class LeaderboardWeeklyApi(APIView):
     """Points earned since Monday 00:00 UTC."""
+
+    permission_classes = [BoardReaders]
 
     @extend_schema(parameters=PAGE_PARAMETERS, responses={200: WeeklyPageSerializer})
     def get(self, request):

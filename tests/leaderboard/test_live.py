@@ -109,8 +109,22 @@ def test_bad_paging_is_a_400_with_detail_and_code(learner_client, params):
     assert response.json()["detail"]
 
 
-def test_the_board_needs_a_signed_in_user(api_client):
-    assert api_client.get(reverse("leaderboard")).status_code in (401, 403)
+def test_the_board_needs_a_signed_in_user(api_client, course):
+    for path in (
+        reverse("leaderboard"),
+        reverse("leaderboard-weekly"),
+        reverse("leaderboard-course", args=["web"]),
+    ):
+        assert api_client.get(path).status_code in (401, 403)
+    assert api_client.get(reverse("leaderboard-me")).status_code in (401, 403)
+
+
+def test_a_public_board_is_readable_signed_out_but_my_rank_is_not(board, api_client, user, course, settings):
+    settings.LEADERBOARD_PUBLIC = True
+    award(user, points=10, at=moment())
+    assert api_client.get(reverse("leaderboard"), {"limit": 10}).json()["count"] == 1
+    assert api_client.get(reverse("leaderboard-weekly")).status_code == 200
+    assert api_client.get(reverse("leaderboard-course", args=["web"])).status_code == 200
     assert api_client.get(reverse("leaderboard-me")).status_code in (401, 403)
 
 
