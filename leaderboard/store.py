@@ -427,20 +427,10 @@ def advance_cursor(*, solve_id: int) -> int:
         return int(_run("advance", [cursor_key(), applied_key()], [solve_id], client))
 
 
-def is_built() -> bool:
-    with redis_client.connection() as client:
-        return bool(client.exists(cursor_key()))
-
-
 def read_cursor() -> int | None:
     with redis_client.connection() as client:
         value = client.get(cursor_key())
     return None if value is None else int(value)
-
-
-def board_keys() -> list[str]:
-    with redis_client.connection() as client:
-        return sorted(key.decode() for key in client.smembers(boards_key()))
 
 
 # --- staged rebuild ---------------------------------------------------------------
