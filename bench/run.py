@@ -100,10 +100,16 @@ def run_wrk(endpoint: Endpoint, script: Path, duration: int) -> tuple[float, flo
         "taskset", "-c", "0", "wrk", "-t1", f"-c{endpoint.connections or CONNECTIONS}", f"-d{duration}s",
         "--latency", "-s", str(script), f"http://127.0.0.1:{PORT}{endpoint.path}",
     ]  # fmt: skip
-    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    return parse_wrk(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
+
+
+def parse_wrk(output: str) -> tuple[float, float, float, int]:
+    """Requests per second, p50 and p99 in ms, and failed requests from wrk's report."""
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
-    p50 = _milliseconds(re.search(r"50%\s+(\S+)", output).group(1))
-    p99 = _milliseconds(re.search(r"99%\s+(\S+)", output).group(1))
+    # Anchored to the latency distribution's own lines: the thread summary above it
+    # ends in a percentage too ("+/- Stdev 90.99%").
+    p50 = _milliseconds(re.search(r"^\s+50%\s+(\S+)$", output, re.MULTILINE).group(1))
+    p99 = _milliseconds(re.search(r"^\s+99%\s+(\S+)$", output, re.MULTILINE).group(1))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
     failed = int(errors.group(1)) if errors else 0
