@@ -423,6 +423,9 @@ VM_DOCKER_PING_TIMEOUT = env_float("VM_DOCKER_PING_TIMEOUT", 2.0)
 # about 30 networks, so raise VM_MAX_TOTAL only together with a pool.
 VM_DOCKER_SUBNET_POOL = os.environ.get("VM_DOCKER_SUBNET_POOL", "")
 VM_DOCKER_SUBNET_PREFIX = env_int("VM_DOCKER_SUBNET_PREFIX", 28)
+# Isolated networks kept ready for the next starts: creating a bridge is most of what
+# isolation costs at start, so a warm one takes it off the learner's wait (0: none).
+VM_DOCKER_NETWORK_POOL = env_int("VM_DOCKER_NETWORK_POOL", 2)
 # Labels every machine, so two platforms sharing one engine never reclaim each other's.
 VM_PLATFORM_NAME = os.environ.get("VM_PLATFORM_NAME", "cyberlab")
 # Host address machine ports are published on, and the name learners connect to.

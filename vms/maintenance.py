@@ -330,6 +330,11 @@ def _reconcile_provider(*, name: str, report: ReconcileReport, dry_run: bool) ->
         report.vanished.append(str(pk))
         if not dry_run:
             _close_vanished(session_id=pk, instance_id=instance_id, provider=provider, report=report)
+    if not dry_run:
+        try:
+            provider.prepare()
+        except ProviderError as error:
+            report.problems.append(f"Provider {name}: {error}")
 
 
 def _close_vanished(*, session_id, instance_id: str, provider, report: ReconcileReport) -> None:

@@ -244,6 +244,11 @@ def vm_provision(*, session_id: str) -> None:
         return
     _publish(row)
     logger.info("Machine %s running (%s)", session_id, instance.instance_id[:12])
+    try:
+        provider.prepare()
+    except ProviderError as error:
+        # Only the next start's speed depends on it; the reconciler tries again.
+        logger.warning("Could not prepare capacity for the next machines: %s", error)
 
 
 def _provision_failed(*, session_id: str, provider: Provider, reason: str) -> None:

@@ -6,6 +6,7 @@
     vm:starts:{user_id}          string new machines this hour (the simple start limit)
     vm:closed:{session_id}       string a closed session: later writes of it are refused
     vm:lock:{name}               string the sweeper's / reconciler's short lock
+    vm:netpool:{platform}        set    idle isolated networks ready for the next start
 
 Redis is a projection of the ledger (VMSession rows), never the only copy: each write
 carries the row's version and is refused when Redis already holds a newer one, so
@@ -64,6 +65,10 @@ def closed_key(*, session_id: str) -> str:
 
 def lock_key(*, name: str) -> str:
     return f"vm:lock:{name}"
+
+
+def network_pool_key(*, platform: str) -> str:
+    return f"vm:netpool:{platform}"
 
 
 STATE_PATTERN = "vm:state:*"
@@ -459,3 +464,30 @@ def lock_acquire(*, name: str, ttl: float) -> str | None:
 def lock_release(*, name: str, token: str) -> None:
     with redis_client.connection() as client:
         _script(client, RELEASE_LOCK)(keys=[lock_key(name=name)], args=[token])
+
+
+# --- the warm pool of machine networks -------------------------------------------------
+
+
+def network_pool_take(*, platform: str) -> str | None:
+    """One idle network, atomically: no two starts ever get the same one."""
+    with redis_client.connection() as client:
+        name = client.spop(network_pool_key(platform=platform))
+    return None if name is None else _text(name)
+
+
+def network_pool_add(*, platform: str, names: list[str]) -> None:
+    if names:
+        with redis_client.connection() as client:
+            client.sadd(network_pool_key(platform=platform), *names)
+
+
+def network_pool_members(*, platform: str) -> set[str]:
+    with redis_client.connection() as client:
+        return {_text(name) for name in client.smembers(network_pool_key(platform=platform))}
+
+
+def network_pool_forget(*, platform: str, names: list[str]) -> None:
+    if names:
+        with redis_client.connection() as client:
+            client.srem(network_pool_key(platform=platform), *names)

@@ -162,3 +162,127 @@ def test_networks_come_from_the_configured_subnet_pool(demo_image):
     subnet = network.attrs["IPAM"]["Config"][0]["Subnet"]
     assert subnet.startswith("10.213.")
     assert subnet.endswith("/28")
+
+
+def pool_networks(client) -> set[str]:
+    return {
+        network.name
+        for network in client.networks.list(
+            filters={"label": [f"cyberlab.platform={support.TEST_PLATFORM}", "cyberlab.pool=1"]}
+        )
+    }
+
+
+def container_networks(client, session_id: str) -> list[str]:
+    container = support.platform_containers(client, session=session_id)[0]
+    return list(container.attrs["NetworkSettings"]["Networks"])
+
+
+def test_prepare_keeps_warm_isolated_networks_ready(demo_image, redis):
+    # when
+    with override_settings(VM_DOCKER_NETWORK_POOL=2):
+        get_provider(name="docker").prepare()
+        get_provider(name="docker").prepare()
+    # then
+    warm = pool_networks(demo_image)
+    assert len(warm) == 2
+    assert {name.decode() for name in redis.smembers(f"vm:netpool:{support.TEST_PLATFORM}")} == warm
+    for name in warm:
+        options = demo_image.networks.get(name).attrs["Options"]
+        assert options["com.docker.network.bridge.enable_ip_masquerade"] == "false"
+        assert options["com.docker.network.bridge.enable_icc"] == "false"
+
+
+def test_a_start_takes_a_warm_network_and_its_stop_removes_it(demo_image, redis):
+    # given
+    provider = get_provider(name="docker")
+    provider.prepare()
+    warm = pool_networks(demo_image)
+    machine = spec()
+    # when
+    instance = provider.start(machine)
+    # then the machine sits alone on a network taken out of the pool
+    (network,) = container_networks(demo_image, machine.session_id)
+    assert network in warm
+    assert network.encode() not in redis.smembers(f"vm:netpool:{support.TEST_PLATFORM}")
+    assert fetch(instance.ports[8080], "/flag").strip() == "CTF{provider-test}"
+    # when
+    provider.stop(session_id=machine.session_id, instance_id=instance.instance_id)
+    # then the network went with it: a network never serves two machines
+    assert network not in {n.name for n in demo_image.networks.list()}
+    assert support.platform_containers(demo_image, session=machine.session_id) == []
+
+
+def test_machines_on_warm_networks_cannot_reach_each_other(demo_image):
+    provider = get_provider(name="docker")
+    provider.prepare()
+    a, b = spec(), spec()
+    provider.start(a)
+    provider.start(b)
+    container_a = support.platform_containers(demo_image, session=a.session_id)[0]
+    container_b = support.platform_containers(demo_image, session=b.session_id)[0]
+    assert container_networks(demo_image, a.session_id) != container_networks(demo_image, b.session_id)
+    ip_b = next(iter(container_b.attrs["NetworkSettings"]["Networks"].values()))["IPAddress"]
+    probe = container_a.exec_run(["sh", "-c", f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {ip_b} 8080"])
+    assert probe.exit_code != 0
+    assert b"200 OK" not in probe.output
+
+
+def test_prepare_reclaims_warm_networks_taken_but_never_used(demo_image, redis):
+    # given a warm network taken by a start that died before using it, and a pool
+    # entry whose network is gone
+    provider = get_provider(name="docker")
+    with override_settings(VM_DOCKER_NETWORK_POOL=1):
+        provider.prepare()
+    key = f"vm:netpool:{support.TEST_PLATFORM}"
+    (taken,) = pool_networks(demo_image)
+    redis.spop(key)
+    redis.sadd(key, f"{support.TEST_PLATFORM}-net-vanished")
+    # when
+    with override_settings(VM_DOCKER_NETWORK_POOL=1):
+        provider.prepare()
+    # then
+    (fresh,) = pool_networks(demo_image)
+    assert fresh != taken
+    assert {name.decode() for name in redis.smembers(key)} == {fresh}
+
+
+def test_without_redis_a_start_uses_a_fresh_network(demo_image):
+    from tests.conftest import free_port
+
+    provider = get_provider(name="docker")
+    provider.prepare()
+    machine = spec()
+    dead = {"default": {**settings.CACHES["default"], "LOCATION": f"redis://127.0.0.1:{free_port()}/0"}}
+    with override_settings(CACHES=dead):
+        get_provider(name="docker").start(machine)
+    assert container_networks(demo_image, machine.session_id) == [
+        f"{support.TEST_PLATFORM}-vm-{machine.session_id}"
+    ]
+
+
+def test_a_redelivered_start_on_warm_networks_leaves_one_machine_and_no_stray_network(demo_image):
+    provider = get_provider(name="docker")
+    with override_settings(VM_DOCKER_NETWORK_POOL=3):
+        provider.prepare()
+    machine = spec()
+    provider.start(machine)
+    first_network = container_networks(demo_image, machine.session_id)[0]
+    second = provider.start(machine)
+    assert [c.id for c in support.platform_containers(demo_image, session=machine.session_id)] == [
+        second.instance_id
+    ]
+    assert first_network not in {n.name for n in demo_image.networks.list()}
+
+
+def test_a_warm_network_gone_from_the_engine_falls_back_to_a_fresh_one(demo_image, redis):
+    # given a pool entry whose network was removed behind the pool's back
+    redis.sadd(f"vm:netpool:{support.TEST_PLATFORM}", f"{support.TEST_PLATFORM}-net-removed")
+    machine = spec()
+    # when
+    instance = get_provider(name="docker").start(machine)
+    # then
+    assert container_networks(demo_image, machine.session_id) == [
+        f"{support.TEST_PLATFORM}-vm-{machine.session_id}"
+    ]
+    assert fetch(instance.ports[8080], "/flag").strip() == "CTF{provider-test}"

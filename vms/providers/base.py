@@ -81,3 +81,6 @@ class Provider(abc.ABC):
     @abc.abstractmethod
     def list(self) -> list[Instance]:
         """Every instance this platform owns, running or not, one per session."""
+
+    def prepare(self) -> None:  # noqa: B027 - optional: most providers have nothing to prepare
+        """Gets capacity ready for the next starts (after a start, and when reconciling)."""

@@ -13,6 +13,7 @@ import logging
 import os
 import random
 import threading
+import uuid
 from datetime import UTC, datetime
 
 import requests
@@ -21,6 +22,8 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.types import IPAMConfig, IPAMPool
 
 import docker
+from cyberlab import redis_client
+from vms import state
 from vms.providers.base import Instance, MachineSpec, Provider, ProviderError, ProviderUnavailable
 
 logger = logging.getLogger(__name__)
@@ -29,6 +32,7 @@ LABEL_PLATFORM = "cyberlab.platform"
 LABEL_SESSION = "cyberlab.session"
 LABEL_USER = "cyberlab.user"
 LABEL_LAB = "cyberlab.lab"
+LABEL_POOL = "cyberlab.pool"
 
 # Network options that keep a deliberately vulnerable machine to itself: no outbound
 # NAT (nothing beyond the host answers it) and no traffic between containers on the
@@ -88,8 +92,6 @@ class DockerProvider(Provider):
             raise ProviderUnavailable(f"The Docker engine does not answer: {error}") from error
 
     def start(self, spec: MachineSpec) -> Instance:
-        # A redelivered start finds what the first attempt left and starts afresh.
-        self.stop(session_id=spec.session_id)
         labels = {
             LABEL_PLATFORM: settings.VM_PLATFORM_NAME,
             LABEL_SESSION: spec.session_id,
@@ -97,12 +99,25 @@ class DockerProvider(Provider):
             LABEL_LAB: str(spec.lab_id),
         }
         name = f"{settings.VM_PLATFORM_NAME}-vm-{spec.session_id}"
+        network = None
         try:
-            self._create_network(name=name, labels=labels)
-            instance = self._create_container(name=name, spec=spec, labels=labels)
+            network = self._pooled_network() or self._fresh_network(name=name, labels=labels)
+            try:
+                return self._create_container(name=name, network=network, spec=spec, labels=labels)
+            except _NameTaken:
+                # A redelivered start: what the first attempt left goes, then start afresh.
+                self.stop(session_id=spec.session_id)
+                if network == name:
+                    network = self._fresh_network(name=name, labels=labels)
+            except _NetworkGone:
+                # The warm network was reclaimed between taking and using it.
+                network = self._fresh_network(name=name, labels=labels)
+            return self._create_container(name=name, network=network, spec=spec, labels=labels)
         except BaseException as error:
             try:
                 self.stop(session_id=spec.session_id)
+                if network and network != name:
+                    self._remove_networks([network])
             except ProviderError as cleanup_error:
                 logger.error(
                     "Could not clean up machine %s after a failed start: %s", spec.session_id, cleanup_error
@@ -114,7 +129,6 @@ class DockerProvider(Provider):
             if isinstance(error, DockerException):
                 raise ProviderError(_explain(error)) from error
             raise
-        return instance
 
     def stop(self, *, session_id: str, instance_id: str = "") -> None:
         api = self._client().api
@@ -122,21 +136,60 @@ class DockerProvider(Provider):
             containers = self._call(
                 "list", api.containers, all=True, filters=self._platform_filter(session_id=session_id)
             )
-            ids = {item["Id"] for item in containers}
-            if instance_id and not any(item.startswith(instance_id) for item in ids):
-                ids |= self._owned(instance_id=instance_id, session_id=session_id)
-            for container_id in ids:
+            found = {item["Id"]: _network_names(item) for item in containers}
+            if instance_id and not any(item.startswith(instance_id) for item in found):
+                found.update(self._owned(instance_id=instance_id, session_id=session_id))
+            for container_id in found:
                 # NotFound: removed meanwhile, which is the goal.
                 with contextlib.suppress(NotFound):
                     self._call("remove", api.remove_container, container_id, force=True, v=True)
             networks = self._call(
                 "networks", api.networks, filters=self._platform_filter(session_id=session_id)
             )
-            for network in networks:
-                with contextlib.suppress(NotFound):
-                    self._call("remove network", api.remove_network, network["Id"])
+            # A machine on a warm network takes that network with it: none is ever reused.
+            warm = {
+                name for names in found.values() for name in names if name.startswith(self._pool_prefix())
+            }
+            self._remove_networks([network["Id"] for network in networks] + sorted(warm))
         except APIError as error:
             raise ProviderError(f"Could not remove machine {session_id}: {_explain(error)}") from error
+
+    def prepare(self) -> None:
+        """Keeps VM_DOCKER_NETWORK_POOL isolated networks ready, and reclaims stray ones.
+
+        Creating a bridge is most of what a machine's isolation costs at start; a warm
+        network moves that off the learner's wait. Without Redis there is no pool.
+        """
+        size = settings.VM_DOCKER_NETWORK_POOL
+        platform = settings.VM_PLATFORM_NAME
+        try:
+            idle = state.network_pool_members(platform=platform)
+        except redis_client.RedisUnavailable:
+            return
+        api = self._client().api
+        try:
+            pool_filter = {"label": [f"{LABEL_PLATFORM}={platform}", f"{LABEL_POOL}=1"]}
+            existing = {item["Name"] for item in self._call("networks", api.networks, filters=pool_filter)}
+            in_use = {
+                name
+                for item in self._call("list", api.containers, all=True, filters=self._platform_filter())
+                for name in _network_names(item)
+            }
+            state.network_pool_forget(platform=platform, names=sorted(idle - existing))
+            idle &= existing
+            # Taken from the pool but never used (a start that died in between, or a
+            # flushed Redis). A start racing this falls back to a fresh network.
+            self._remove_networks(sorted(existing - idle - in_use))
+            created = []
+            for _ in range(max(0, size - len(idle))):
+                name = f"{self._pool_prefix()}{uuid.uuid4().hex[:16]}"
+                self._create_network(name=name, labels={LABEL_PLATFORM: platform, LABEL_POOL: "1"})
+                created.append(name)
+            state.network_pool_add(platform=platform, names=created)
+        except APIError as error:
+            raise ProviderError(f"Could not prepare machine networks: {_explain(error)}") from error
+        except _NameTaken as error:
+            raise ProviderError(f"Could not prepare machine networks: {error}") from error
 
     def status(self, *, session_id: str) -> Instance | None:
         found = self._instances(session_id=session_id)
@@ -147,19 +200,44 @@ class DockerProvider(Provider):
 
     # --- details ---------------------------------------------------------------
 
-    def _owned(self, *, instance_id: str, session_id: str) -> set[str]:
-        """`instance_id` when it is a container of this platform and session."""
+    def _owned(self, *, instance_id: str, session_id: str) -> dict[str, set[str]]:
+        """`instance_id` and its networks, when it is a container of this platform and session."""
         try:
             attrs = self._call("inspect", self._client().api.inspect_container, instance_id)
         except NotFound:
-            return set()
+            return {}
         labels = (attrs.get("Config") or {}).get("Labels") or {}
         if (
             labels.get(LABEL_PLATFORM) == settings.VM_PLATFORM_NAME
             and labels.get(LABEL_SESSION) == session_id
         ):
-            return {attrs["Id"]}
-        return set()
+            return {attrs["Id"]: _network_names(attrs)}
+        return {}
+
+    def _pool_prefix(self) -> str:
+        return f"{settings.VM_PLATFORM_NAME}-net-"
+
+    def _pooled_network(self) -> str | None:
+        if settings.VM_DOCKER_NETWORK_POOL <= 0:
+            return None
+        return redis_client.fallback(
+            lambda: state.network_pool_take(platform=settings.VM_PLATFORM_NAME), None
+        )
+
+    def _fresh_network(self, *, name: str, labels: dict[str, str]) -> str:
+        try:
+            self._create_network(name=name, labels=labels)
+        except _NameTaken:
+            # A redelivered start: what the first attempt left goes, then start afresh.
+            self.stop(session_id=labels[LABEL_SESSION])
+            self._create_network(name=name, labels=labels)
+        return name
+
+    def _remove_networks(self, names_or_ids: list[str]) -> None:
+        api = self._client().api
+        for network in names_or_ids:
+            with contextlib.suppress(NotFound):
+                self._call("remove network", api.remove_network, network)
 
     def _instances(self, *, session_id: str | None = None) -> list[Instance]:
         api = self._client().api
@@ -193,7 +271,7 @@ class DockerProvider(Provider):
         for item in networks:
             labels = item.get("Labels") or {}
             session = labels.get(LABEL_SESSION, "")
-            if session not in found:
+            if session and session not in found:
                 found[session] = Instance(
                     session_id=session,
                     instance_id="",
@@ -203,7 +281,7 @@ class DockerProvider(Provider):
         return list(found.values())
 
     def _create_network(self, *, name: str, labels: dict[str, str]) -> None:
-        client = self._client()
+        api = self._client().api
         pool = settings.VM_DOCKER_SUBNET_POOL
         attempts = SUBNET_ATTEMPTS if pool else 1
         for attempt in range(attempts):
@@ -214,7 +292,7 @@ class DockerProvider(Provider):
             try:
                 self._call(
                     "create network",
-                    client.networks.create,
+                    api.create_network,
                     name,
                     driver="bridge",
                     options=NETWORK_OPTIONS,
@@ -224,45 +302,67 @@ class DockerProvider(Provider):
                 )
                 return
             except APIError as error:
+                if error.status_code == 409:
+                    raise _NameTaken(name) from error
                 # Another network took that subnet: draw again.
                 if pool and "overlap" in str(error).lower() and attempt + 1 < attempts:
                     continue
                 raise ProviderError(f"Could not create the machine's network: {_explain(error)}") from error
 
-    def _create_container(self, *, name: str, spec: MachineSpec, labels: dict[str, str]) -> Instance:
-        client = self._client()
+    def _create_container(
+        self, *, name: str, network: str, spec: MachineSpec, labels: dict[str, str]
+    ) -> Instance:
+        # The low-level API: create, start and one inspect, as `docker run` does.
+        api = self._client().api
         publish = settings.VM_PUBLISH_HOST
+        host_config = api.create_host_config(
+            network_mode=network,
+            port_bindings={port.port: (publish,) for port in spec.ports},
+            mem_limit=f"{spec.memory_mb}m",
+            memswap_limit=f"{spec.memory_mb}m",
+            nano_cpus=int(spec.cpus * 1_000_000_000),
+            pids_limit=settings.VM_PIDS_LIMIT,
+            security_opt=["no-new-privileges:true"],
+            cap_drop=["ALL"],
+            cap_add=list(spec.capabilities) or None,
+            restart_policy={"Name": "no"},
+        )
         try:
-            container = self._call(
+            created = self._call(
                 "create",
-                client.containers.create,
+                api.create_container,
                 spec.image,
                 name=name,
                 hostname="lab",
                 labels=labels,
                 environment=spec.environment,
-                network=name,
-                ports={f"{port.port}/tcp": (publish,) for port in spec.ports},
-                mem_limit=f"{spec.memory_mb}m",
-                memswap_limit=f"{spec.memory_mb}m",
-                nano_cpus=int(spec.cpus * 1_000_000_000),
-                pids_limit=settings.VM_PIDS_LIMIT,
-                security_opt=["no-new-privileges:true"],
-                cap_drop=["ALL"],
-                cap_add=list(spec.capabilities) or None,
-                restart_policy={"Name": "no"},
+                ports=[port.port for port in spec.ports],
+                host_config=host_config,
                 detach=True,
             )
         except ImageNotFound as error:
             raise ProviderError(f"The image {spec.image} is not on the lab engine.") from error
-        self._call("start", container.start)
-        self._call("inspect", container.reload)
-        state = container.attrs.get("State") or {}
+        except NotFound as error:
+            raise _NetworkGone(network) from error
+        except APIError as error:
+            if error.status_code == 409:
+                raise _NameTaken(name) from error
+            raise
+        container_id = created["Id"]
+        try:
+            self._call("start", api.start, container_id)
+        except NotFound as error:
+            # Docker checks the network only at start: it was reclaimed meanwhile.
+            with contextlib.suppress(NotFound):
+                self._call("remove", api.remove_container, container_id, force=True, v=True)
+            raise _NetworkGone(network) from error
+        attrs = self._call("inspect", api.inspect_container, container_id)
+        state = attrs.get("State") or {}
         if not state.get("Running"):
             raise ProviderError(
                 f"The machine exited as soon as it started (exit code {state.get('ExitCode')})."
             )
-        bindings = (container.attrs.get("NetworkSettings") or {}).get("Ports") or {}
+        bindings = (attrs.get("NetworkSettings") or {}).get("Ports") or {}
         ports: dict[int, int] = {}
         for port in spec.ports:
             published = bindings.get(f"{port.port}/tcp") or []
@@ -271,7 +371,7 @@ class DockerProvider(Provider):
             ports[port.port] = int(published[0]["HostPort"])
         return Instance(
             session_id=spec.session_id,
-            instance_id=container.id,
+            instance_id=container_id,
             user_id=spec.user_id,
             lab_id=spec.lab_id,
             running=True,
@@ -279,6 +379,24 @@ class DockerProvider(Provider):
             ports=ports,
             created_at=datetime.now(tz=UTC),
         )
+
+
+class _NameTaken(Exception):
+    """A network or container of this name exists already (a start is being redelivered)."""
+
+
+class _NetworkGone(Exception):
+    """The network a container was to join no longer exists."""
+
+
+def _network_names(container: dict) -> set[str]:
+    """The networks a container (as listed or inspected) is attached to, by name."""
+    networks = (container.get("NetworkSettings") or {}).get("Networks") or {}
+    names = set(networks)
+    mode = (container.get("HostConfig") or {}).get("NetworkMode")
+    if mode and mode not in {"default", "bridge", "host", "none"}:
+        names.add(mode)
+    return names
 
 
 def _random_subnet(pool: str, prefix: int) -> str:
