@@ -428,8 +428,9 @@ VM_DOCKER_SUBNET_PREFIX = env_int("VM_DOCKER_SUBNET_PREFIX", 28)
 VM_DOCKER_NETWORK_POOL = env_int("VM_DOCKER_NETWORK_POOL", 2)
 # Labels every machine, so two platforms sharing one engine never reclaim each other's.
 VM_PLATFORM_NAME = os.environ.get("VM_PLATFORM_NAME", "cyberlab")
-# Host address machine ports are published on, and the name learners connect to.
-VM_PUBLISH_HOST = os.environ.get("VM_PUBLISH_HOST", "127.0.0.1")
+# Host address machine ports are published on (VM_HOST_ADDRESS is the compose stack's
+# name for it), and the name learners connect to.
+VM_PUBLISH_HOST = os.environ.get("VM_PUBLISH_HOST") or os.environ.get("VM_HOST_ADDRESS") or "127.0.0.1"
 VM_CONNECT_HOST = os.environ.get("VM_CONNECT_HOST", "") or VM_PUBLISH_HOST
 # Machines are deliberately vulnerable: only these images (fnmatch patterns) and these
 # capabilities may start, whatever a content author typed in a template.
