@@ -400,7 +400,6 @@ FLAG_ANSWER_MAX_LENGTH = env_int("FLAG_ANSWER_MAX_LENGTH", 500)
 # The image of the demo lab machine, built locally by `make demo-image`.
 VM_DEMO_IMAGE = os.environ.get("VM_DEMO_IMAGE", "cyberlab/demo:latest")
 
-
 # =============================================================================
 # VMs: personal lab machines (providers, live state in Redis, the ledger, sweeper)
 # README.md "Lab machines"; vms/services.py explains the lifecycle.
