@@ -37,6 +37,7 @@ DURATION = int(os.environ.get("BENCH_DURATION", "5"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "16"))
 PORT = int(os.environ.get("BENCH_PORT", "8765"))
 ONLY = os.environ.get("BENCH_ONLY", "")
+SIGNED_IN_CEILING = "ceiling, signed in (token)"
 RESULTS = ROOT / "bench" / "results"
 
 
@@ -161,22 +162,23 @@ def check(endpoint: Endpoint) -> None:
 
 
 def format_table(results: list[Measured]) -> str:
-    ceiling = next(r for r in results if r.endpoint.name == "ceiling")
-    ceiling_rps = ceiling.median(ceiling.rps)
     by_name = {r.endpoint.name: r for r in results}
+    ceiling_rps = by_name["ceiling"].median(by_name["ceiling"].rps)
+    signed_in_rps = by_name[SIGNED_IN_CEILING].median(by_name[SIGNED_IN_CEILING].rps)
     rows = [
-        "| endpoint | req/s | p50 ms | p99 ms | % of ceiling | vs | errors |",
-        "|---|---:|---:|---:|---:|---|---:|",
+        "| endpoint | req/s | p50 ms | p99 ms | % of ceiling | % of signed-in ceiling | vs | errors |",
+        "|---|---:|---:|---:|---:|---:|---|---:|",
     ]
     for result in results:
         rps = result.median(result.rps)
+        signed_in = f"{100 * rps / signed_in_rps:.0f} %" if "Authorization" in result.endpoint.headers else ""
         versus = ""
         if result.endpoint.compare_to and result.endpoint.compare_to in by_name:
             other = by_name[result.endpoint.compare_to]
             versus = f"{rps / other.median(other.rps):.2f}x {result.endpoint.compare_to}"
         rows.append(
             f"| {result.endpoint.name} | {rps:,.0f} | {result.median(result.p50):.2f} | "
-            f"{result.median(result.p99):.2f} | {100 * rps / ceiling_rps:.0f} % | {versus} "
+            f"{result.median(result.p99):.2f} | {100 * rps / ceiling_rps:.0f} % | {signed_in} | {versus} "
             f"| {result.errors} |"
         )
     return "\n".join(rows)
@@ -200,7 +202,11 @@ def main() -> None:
 
     get_redis_connection("default").flushdb()
     context = Context(base_url=f"http://127.0.0.1:{PORT}")
-    endpoints = [Endpoint(name="ceiling", path="/bench/ceiling/")]
+    _, token = context.make_user("bench-ceiling")
+    endpoints = [
+        Endpoint(name="ceiling", path="/bench/ceiling/"),
+        Endpoint(name=SIGNED_IN_CEILING, path="/bench/ceiling/signed-in/", headers=context.auth(token)),
+    ]
     for module in scenarios:
         endpoints.extend(module.setup(context))
 

@@ -9,7 +9,7 @@ from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.pagination import LimitOffsetPagination
-from rest_framework.permissions import AllowAny
+from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -116,11 +116,22 @@ class ApiRootView(APIView):
 
 
 class CeilingView(APIView):
-    """A constant small JSON through the full DRF stack: the benchmark's ceiling."""
+    """A constant small JSON through DRF, nothing else: the benchmark's ceiling."""
 
     authentication_classes: list = []
     permission_classes = [AllowAny]
     throttle_classes: list = []  # the bare framework: no Redis round trip of its own
+    schema = None
+
+    def get(self, request):
+        return Response({"status": "ok", "items": [1, 2, 3]})
+
+
+class SignedInCeilingView(APIView):
+    """The ceiling behind what every signed-in request pays: authentication and the
+    per-user rate limit. Read against it, an endpoint's figure is its own work."""
+
+    permission_classes = [IsAuthenticated]
     schema = None
 
     def get(self, request):

@@ -23,7 +23,10 @@ urlpatterns = [
 ]
 
 if settings.BENCH_CEILING:
-    urlpatterns.append(path("bench/ceiling/", api.CeilingView.as_view(), name="bench-ceiling"))
+    urlpatterns += [
+        path("bench/ceiling/", api.CeilingView.as_view(), name="bench-ceiling"),
+        path("bench/ceiling/signed-in/", api.SignedInCeilingView.as_view(), name="bench-ceiling-signed-in"),
+    ]
 
 handler404 = "cyberlab.api.not_found"
 handler500 = "cyberlab.api.server_error"

@@ -12,14 +12,6 @@ from __future__ import annotations
 
 from bench.common import Context, Endpoint
 
-# Limits high enough that wrk measures the endpoints, not the rate limiter's 429s; the
-# limiter's own Redis round trips still run on every request, as in production.
-SERVER_ENV = {
-    "THROTTLE_RATE_ANON": "100000000/min",
-    "THROTTLE_RATE_USER": "100000000/min",
-    "THROTTLE_RATE_FLAG": "100000000/min",
-}
-
 LABS = 12
 FLAGS_PER_LAB = 3
 COURSES = 6

@@ -13,11 +13,6 @@ from __future__ import annotations
 
 from bench.common import Context, Endpoint
 
-SERVER_ENV = {
-    "THROTTLE_RATE_ANON": "100000000/min",
-    "THROTTLE_RATE_USER": "100000000/min",
-}
-
 
 def setup(ctx: Context) -> list[Endpoint]:
     from datetime import timedelta
