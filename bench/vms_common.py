@@ -19,7 +19,7 @@ PLATFORM = "cyberlab-bench"
 def setup_django(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The bench environment (its own database, migrated; its own Redis databases)."""
     env = bench_env()
-    env.update({"VM_PLATFORM_NAME": PLATFORM, "VM_START_LIMIT_PER_HOUR": "0"})
+    env.update({"VM_PLATFORM_NAME": PLATFORM})
     env.update(extra or {})
     os.environ.update(env)
     _ensure_database(env)

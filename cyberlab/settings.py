@@ -456,8 +456,6 @@ VM_MAX_LIFETIME = env_int("VM_MAX_LIFETIME", 4 * 3600)
 # Live machines per learner, and on the whole platform (see VM_DOCKER_SUBNET_POOL).
 VM_MAX_PER_USER = env_int("VM_MAX_PER_USER", 1)
 VM_MAX_TOTAL = env_int("VM_MAX_TOTAL", 25)
-# New machines per learner per hour (0: unlimited); the API rate limiter adds its own.
-VM_START_LIMIT_PER_HOUR = env_int("VM_START_LIMIT_PER_HOUR", 20)
 # Live state outlives the expiry by this much, so the sweeper, which tears the machine
 # down, ends it rather than Redis forgetting it first.
 VM_STATE_GRACE = env_int("VM_STATE_GRACE", 10 * 60)
@@ -507,7 +505,8 @@ _THROTTLE_DEFAULTS = {
     "register": "20/hour",
     # Wrong flag answers per learner, as CTFd: enough to fix typos, too few to brute-force.
     "flag": "10/min",
-    # Machine starts per learner: each start costs a container.
+    # Machines started per learner (starts and resets that created one; a start that
+    # returns the live machine is free): each costs a container. The only start limit.
     "vm_start": "20/hour",
 }
 THROTTLE_RATES = {

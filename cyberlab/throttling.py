@@ -11,7 +11,10 @@ A view that names a `throttle_scope` counts against that scope too, in the same 
 - `flag`: per learner, but only wrong answers stay counted. The slot is taken before the
   view runs, so fifty concurrent guesses still cannot exceed the limit, and given back
   after any answer that is not a wrong verdict (right, already solved, a 4xx, an error);
-- `vm_start` and any other scope: per user (per client IP when signed out).
+- `vm_start`: per learner, but only requests that started a machine stay counted (a 202
+  from the start or reset view); a start that returned the live machine (200) or was
+  refused gives its slot back, taken and returned the same way as `flag`;
+- any other scope: per user (per client IP when signed out).
 
 Rates come from `settings.THROTTLE_RATES` ("10/min", "100/hour", "5/30s"; empty or
 "none" for no limit). Redis down: every request is admitted (see `cyberlab.ratelimit`).
@@ -120,8 +123,17 @@ def _is_wrong_flag_verdict(response: HttpResponse) -> bool:
     )
 
 
+def _started_a_machine(response: HttpResponse) -> bool:
+    # The machine views answer 202 when they created a machine (a start or a reset) and
+    # 200 when a start found the learner's live machine, which costs no container.
+    return response.status_code == 202
+
+
 # Scopes that count only some outcomes: the predicate says whether a response counts.
-COUNTS_ONLY: dict[str, Callable[[HttpResponse], bool]] = {"flag": _is_wrong_flag_verdict}
+COUNTS_ONLY: dict[str, Callable[[HttpResponse], bool]] = {
+    "flag": _is_wrong_flag_verdict,
+    "vm_start": _started_a_machine,
+}
 
 
 @dataclass

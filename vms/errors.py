@@ -45,13 +45,6 @@ class PlatformFull(exceptions.Throttled):
     default_code = "vm_capacity"
 
 
-class StartLimited(exceptions.Throttled):
-    default_code = "vm_start_limited"
-
-    def __init__(self, wait: int):
-        super().__init__(wait=wait, detail="You have started too many machines this hour.")
-
-
 class ExtendRefused(Conflict):
     default_detail = "This machine cannot be extended now."
     default_code = "vm_extend_refused"

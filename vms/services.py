@@ -37,7 +37,6 @@ from vms.errors import (
     MachineRefused,
     MachinesDisabled,
     PlatformFull,
-    StartLimited,
     UserLimitReached,
 )
 from vms.models import ACTIVE_STATUSES, StopReason, VMSession, VMStatus
@@ -78,8 +77,6 @@ def vm_start(*, user: User, lab: Lab) -> StartResult:
             raise UserLimitReached()
         if claim.outcome == "total_limit":
             raise PlatformFull()
-        if claim.outcome == "rate_limited":
-            raise StartLimited(wait=claim.retry_after)
     try:
         existing = _insert(session=session)
     except BaseException:
@@ -392,9 +389,6 @@ def vm_reset(*, user: User, lab: Lab) -> StartResult:
     """Replaces the learner's machine for the lab with a fresh one."""
     provider, checked = _startable(lab=lab)
     session = _new_session(user=user, lab=lab, provider=provider, checked=checked)
-    wait = redis_client.fallback(lambda: state.count_start(user_id=user.pk), None)
-    if wait is not None:
-        raise StartLimited(wait=wait)
     with transaction.atomic():
         list(User.objects.select_for_update().filter(pk=user.pk).values_list("pk"))
         old = (

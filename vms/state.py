@@ -3,7 +3,6 @@
     vm:state:{user_id}:{lab_id}  hash   one learner's machine for one lab
     vm:expiry                    zset   "{user_id}:{lab_id}" scored by expiry (epoch s)
     vm:user:{user_id}            set    lab ids with a machine (a learner's list, no SCAN)
-    vm:starts:{user_id}          string new machines this hour (the simple start limit)
     vm:closed:{session_id}       string a closed session: later writes of it are refused
     vm:lock:{name}               string the sweeper's / reconciler's short lock
     vm:netpool:{platform}        set    idle isolated networks ready for the next start
@@ -55,10 +54,6 @@ def user_key(*, user_id: int) -> str:
     return f"vm:user:{user_id}"
 
 
-def starts_key(*, user_id: int) -> str:
-    return f"vm:starts:{user_id}"
-
-
 def closed_key(*, session_id: str) -> str:
     return f"vm:closed:{session_id}"
 
@@ -77,7 +72,7 @@ STATE_PATTERN = "vm:state:*"
 # --- scripts --------------------------------------------------------------------
 
 CLAIM = """
-local state, userset, expiry, starts = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local state, userset, expiry = KEYS[1], KEYS[2], KEYS[3]
 local status = redis.call('HGET', state, 'status')
 if status == 'provisioning' or status == 'running' then
   return {'live', unpack(redis.call('HGETALL', state))}
@@ -85,7 +80,7 @@ end
 local active = 0
 for _, lab in ipairs(redis.call('SMEMBERS', userset)) do
   if lab ~= ARGV[2] then
-    local other = redis.call('HGET', ARGV[10] .. lab, 'status')
+    local other = redis.call('HGET', ARGV[8] .. lab, 'status')
     if other == 'provisioning' or other == 'running' then
       active = active + 1
     elseif not other then
@@ -97,14 +92,8 @@ if active >= tonumber(ARGV[6]) then return {'user_limit'} end
 local total = redis.call('ZCARD', expiry)
 if redis.call('ZSCORE', expiry, ARGV[3]) then total = total - 1 end
 if total >= tonumber(ARGV[7]) then return {'total_limit'} end
-local limit = tonumber(ARGV[8])
-if limit > 0 then
-  local used = tonumber(redis.call('GET', starts) or '0')
-  if used >= limit then return {'rate_limited', tostring(redis.call('TTL', starts))} end
-  if redis.call('INCR', starts) == 1 then redis.call('EXPIRE', starts, ARGV[9]) end
-end
 redis.call('DEL', state)
-redis.call('HSET', state, unpack(ARGV, 11))
+redis.call('HSET', state, unpack(ARGV, 9))
 redis.call('PEXPIRE', state, ARGV[5])
 redis.call('SADD', userset, ARGV[2])
 redis.call('ZADD', expiry, ARGV[4], ARGV[3])
@@ -219,16 +208,16 @@ def _ttl_ms(session: VMSession, *, indexed: bool) -> int:
 
 @dataclass(frozen=True)
 class Claim:
-    outcome: str  # claimed, live, user_limit, total_limit, rate_limited
+    outcome: str  # claimed, live, user_limit, total_limit
     state: dict[str, str]
-    retry_after: int = 0
 
 
 def claim(*, session: VMSession) -> Claim:
     """Takes the learner's place for the lab in one atomic step, unless a machine holds it.
 
-    Checks the per-learner and global limits and the hourly start limit on the way;
-    `session` is the not-yet-saved ledger row the claim stands for.
+    Checks the per-learner and global machine limits on the way (how often a learner
+    may start is the API's `vm_start` rate limit); `session` is the not-yet-saved ledger
+    row the claim stands for.
     """
     user_id, lab_id = session.user_id, session.lab_id
     fields = snapshot(session)
@@ -238,7 +227,6 @@ def claim(*, session: VMSession) -> Claim:
                 state_key(user_id=user_id, lab_id=lab_id),
                 user_key(user_id=user_id),
                 expiry_key(),
-                starts_key(user_id=user_id),
             ],
             args=[
                 fields["session_id"],
@@ -248,8 +236,6 @@ def claim(*, session: VMSession) -> Claim:
                 _ttl_ms(session, indexed=True),
                 settings.VM_MAX_PER_USER,
                 settings.VM_MAX_TOTAL,
-                settings.VM_START_LIMIT_PER_HOUR,
-                3600,
                 state_key_prefix(user_id=user_id),
                 *_flatten(fields),
             ],
@@ -258,8 +244,6 @@ def claim(*, session: VMSession) -> Claim:
     if outcome == "live":
         flat = [_text(item) for item in result[1:]]
         return Claim(outcome=outcome, state=dict(zip(flat[::2], flat[1::2], strict=True)))
-    if outcome == "rate_limited":
-        return Claim(outcome=outcome, state={}, retry_after=max(1, int(_text(result[1]))))
     return Claim(outcome=outcome, state=fields if outcome == "claimed" else {})
 
 
@@ -333,24 +317,6 @@ def drop_many(*, entries: list[tuple[str, int, int]], closed: bool = True) -> in
                 client=pipe,
             )
         return sum(int(result) for result in pipe.execute())
-
-
-def count_start(*, user_id: int) -> int | None:
-    """Counts a new machine against the hourly limit; seconds to wait when over it."""
-    limit = settings.VM_START_LIMIT_PER_HOUR
-    if limit <= 0:
-        return None
-    key = starts_key(user_id=user_id)
-    with redis_client.connection() as client:
-        pipe = client.pipeline(transaction=True)
-        pipe.incr(key)
-        pipe.expire(key, 3600, nx=True)
-        pipe.ttl(key)
-        used, _, ttl = pipe.execute()
-        if used > limit:
-            client.decr(key)
-            return max(1, int(ttl))
-    return None
 
 
 # --- reads -------------------------------------------------------------------------

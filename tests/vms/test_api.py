@@ -10,6 +10,7 @@ from django.contrib.auth.models import Group
 from django.test import override_settings
 from rest_framework.test import APIClient
 
+from cyberlab import ratelimit
 from tests.factories import UserFactory
 from tests.vms.support import machine_lab
 from vms import services
@@ -182,16 +183,92 @@ def test_second_lab_over_the_per_learner_limit_is_a_409(fake_provider, learner_c
     assert response.json()["code"] == "vm_user_limit"
 
 
-def test_hourly_start_limit_is_a_429_with_retry_after(fake_provider, user, learner_client):
+@pytest.fixture
+def start_limit(settings):
+    """The `vm_start` scope at its default rate, with the general per-user limit off."""
+    from cyberlab.settings import _THROTTLE_DEFAULTS
+
+    assert _THROTTLE_DEFAULTS["vm_start"] == "20/hour"
+    settings.THROTTLE_RATES = {**settings.THROTTLE_RATES, "vm_start": "20/hour", "user": "none"}
+
+
+def start_and_stop(client, lab):
+    started = client.post(url(lab))
+    assert started.status_code == 202, started.json()
+    assert client.delete(url(lab)).status_code == 202
+    services.vm_teardown(session_id=started.json()["session_id"])
+    return started
+
+
+def starts_counted(redis, user) -> int:
+    return redis.zcard(ratelimit.key(scope="vm_start", ident=str(user.pk)))
+
+
+def test_twenty_starts_and_stops_in_a_row_then_the_next_start_is_a_429_with_retry_after(
+    fake_provider, start_limit, user, learner_client
+):
+    # given twenty machines started and stopped in a row
     lab = machine_lab()
-    with override_settings(VM_START_LIMIT_PER_HOUR=1):
-        started = learner_client.post(url(lab)).json()
-        services.vm_stop(user=user, lab_id=lab.pk)
-        services.vm_teardown(session_id=started["session_id"])
-        response = learner_client.post(url(lab))
-    assert response.status_code == 429
-    assert response.json()["code"] == "vm_start_limited"
-    assert 0 < int(response["Retry-After"]) <= 3600
+    remaining = [start_and_stop(learner_client, lab)["RateLimit-Remaining"] for _ in range(20)]
+    # when the learner starts a twenty-first
+    refused = learner_client.post(url(lab))
+    # then the one start limit refuses it, and no machine was created
+    assert remaining == [str(left) for left in range(19, -1, -1)]
+    assert refused.status_code == 429
+    assert refused.json()["code"] == "throttled"
+    assert 0 < int(refused["Retry-After"]) <= 3600
+    assert VMSession.objects.filter(user=user).count() == 20
+
+
+def test_a_start_returning_the_live_machine_and_status_polls_cost_no_start(
+    fake_provider, start_limit, user, learner_client, redis
+):
+    # given a machine just started
+    lab = machine_lab()
+    assert learner_client.post(url(lab)).status_code == 202
+    # when the learner clicks start again and polls its status
+    again = [learner_client.post(url(lab)) for _ in range(5)]
+    polls = [learner_client.get(url(lab)) for _ in range(5)]
+    # then only the machine that was created counts
+    assert [r.status_code for r in again] == [200] * 5
+    assert [r["RateLimit-Remaining"] for r in again] == ["19"] * 5
+    assert [r.status_code for r in polls] == [200] * 5
+    assert starts_counted(redis, user) == 1
+
+
+def test_a_refused_start_costs_no_start(fake_provider, start_limit, user, learner_client, redis):
+    # given a live machine, the most a learner may hold at once
+    assert learner_client.post(url(machine_lab())).status_code == 202
+    # when the learner starts a machine for another lab
+    refused = learner_client.post(url(machine_lab()))
+    # then the machine limit refuses it, and the start limit did not count it
+    assert refused.status_code == 409
+    assert refused.json()["code"] == "vm_user_limit"
+    assert starts_counted(redis, user) == 1
+
+
+def test_a_reset_counts_as_a_start(fake_provider, start_limit, user, learner_client, redis):
+    # given a live machine
+    lab = machine_lab()
+    learner_client.post(url(lab))
+    # when the learner resets it
+    reset = learner_client.post(url(lab, "reset/"))
+    # then the fresh machine counted as a second start
+    assert reset.status_code == 202
+    assert reset["RateLimit-Remaining"] == "18"
+    assert starts_counted(redis, user) == 2
+
+
+def test_with_the_start_limit_off_a_learner_starts_as_many_machines_as_they_stop(
+    fake_provider, settings, user, learner_client
+):
+    # given the vm_start scope switched off: no other hourly limit remains in vms
+    settings.THROTTLE_RATES = {**settings.THROTTLE_RATES, "vm_start": "none", "user": "none"}
+    lab = machine_lab()
+    # when the learner starts and stops 25 machines in a row, then every start is a 202
+    for _ in range(25):
+        start_and_stop(learner_client, lab)
+    assert VMSession.objects.filter(user=user).count() == 25
 
 
 def test_my_machines_lists_only_mine(fake_provider, user, learner_client):
