@@ -7,10 +7,13 @@ save signal.
 
 from __future__ import annotations
 
+import copy
+
+from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db.models import Count, Sum
-from django.forms.models import BaseInlineFormSet
+from django.forms.models import BaseInlineFormSet, construct_instance
 from django.urls import reverse
 from django.utils.html import format_html
 
@@ -33,6 +36,7 @@ from labs.models import (
     Solve,
     Submission,
 )
+from labs.validators import machine_template_problems
 
 
 class PublishActions:
@@ -117,8 +121,43 @@ class FlagInline(admin.StackedInline):
     extra = 0
 
 
+class MachineTemplateForm(forms.ModelForm):
+    """Shows what the platform would refuse to start (registered checks) when staff save."""
+
+    class Meta:
+        model = MachineTemplate
+        fields = (
+            "lab",
+            "image",
+            "ports",
+            "memory_mb",
+            "cpus",
+            "lifetime_minutes",
+            "environment",
+            "capabilities",
+            "ssh_user",
+        )
+
+    def clean(self):
+        cleaned_data = super().clean()
+        # The checks need the template as it would be saved; a copy, because the model
+        # validation that follows builds the instance from the cleaned data itself.
+        candidate = construct_instance(self, copy.copy(self.instance))
+        try:
+            candidate.clean()
+        except ValidationError:
+            # A malformed field is reported by the model's own validation; checking the
+            # policy of a shape it does not understand would only repeat it less clearly.
+            return cleaned_data
+        problems = machine_template_problems(candidate)
+        if problems:
+            raise ValidationError(problems)
+        return cleaned_data
+
+
 class MachineTemplateInline(admin.StackedInline):
     model = MachineTemplate
+    form = MachineTemplateForm
     extra = 0
     max_num = 1
 
@@ -147,6 +186,7 @@ class LabAdmin(PublishActions, admin.ModelAdmin):
 
 @admin.register(MachineTemplate)
 class MachineTemplateAdmin(admin.ModelAdmin):
+    form = MachineTemplateForm
     list_display = ("lab", "image", "memory_mb", "cpus", "lifetime_minutes")
     list_filter = ("image",)
     list_select_related = ("lab",)

@@ -7,6 +7,7 @@ from django.contrib.auth.models import Group
 from django.test import Client
 from django.urls import reverse
 
+from labs import validators
 from labs.models import Course, Flag, Lab, MachineTemplate, Quiz
 from tests.factories import UserFactory
 from tests.labs.factories import (
@@ -323,3 +324,87 @@ def test_a_well_formed_machine_template_is_saved(admin_client):
         "ssh_user": "user",
     }
     assert admin_client.post(reverse("admin:labs_machinetemplate_add"), data).status_code == 302
+
+
+def _template_form(lab: Lab, **changes) -> dict:
+    data = {
+        "lab": lab.pk,
+        "image": "cyberlab/demo:latest",
+        "ports": '[{"port": 8080, "protocol": "http"}]',
+        "memory_mb": "64",
+        "cpus": "0.5",
+        "environment": "{}",
+        "capabilities": "[]",
+        "ssh_user": "user",
+    }
+    data.update(changes)
+    return data
+
+
+@pytest.fixture
+def no_tuesday_images(monkeypatch):
+    """A registered check of the test's own, in place of whatever apps registered."""
+    seen = []
+
+    def check(template: MachineTemplate) -> list[str]:
+        seen.append(template)
+        return [f"{template.image} is refused on Tuesdays."] if "tuesday" in template.image else []
+
+    monkeypatch.setattr(validators, "machine_template_checks", [])
+    validators.register_machine_template_check(check)
+    validators.register_machine_template_check(check)  # registering twice runs it once
+    return seen
+
+
+def test_a_machine_template_failing_a_registered_check_is_refused_with_its_words(
+    admin_client, no_tuesday_images
+):
+    # given a lab, and a check registered by another app
+    lab = LabFactory()
+    # when staff save a template the check refuses
+    response = admin_client.post(
+        reverse("admin:labs_machinetemplate_add"), _template_form(lab, image="cyberlab/tuesday:1")
+    )
+    # then the form shows the check's words, saves nothing, and the check saw the values typed
+    assert response.status_code == 200
+    assert b"cyberlab/tuesday:1 is refused on Tuesdays." in response.content
+    assert not MachineTemplate.objects.exists()
+    assert [template.image for template in no_tuesday_images] == ["cyberlab/tuesday:1"]
+
+
+def test_the_lab_page_runs_the_registered_checks_on_its_machine_inline(admin_client, no_tuesday_images):
+    # given a lab without a machine
+    lab = LabFactory(title="Before")
+    form = _lab_form(
+        lab,
+        title="After",
+        **{
+            "machine-TOTAL_FORMS": "1",
+            "machine-0-image": "cyberlab/tuesday:1",
+            "machine-0-ports": "[]",
+            "machine-0-memory_mb": "64",
+            "machine-0-cpus": "0.5",
+            "machine-0-environment": "{}",
+            "machine-0-capabilities": "[]",
+            "machine-0-ssh_user": "user",
+        },
+    )
+    # when staff add a machine the check refuses, inline on the lab
+    response = admin_client.post(reverse("admin:labs_lab_change", args=[lab.pk]), form)
+    # then the lab page shows the problem and nothing of the edit is saved
+    assert response.status_code == 200
+    assert b"cyberlab/tuesday:1 is refused on Tuesdays." in response.content
+    assert not MachineTemplate.objects.exists()
+    assert Lab.objects.get(pk=lab.pk).title == "Before"
+
+
+def test_a_malformed_template_is_reported_by_its_shape_without_running_the_checks(
+    admin_client, no_tuesday_images
+):
+    response = admin_client.post(
+        reverse("admin:labs_machinetemplate_add"),
+        _template_form(LabFactory(), image="cyberlab/tuesday:1", environment='{"A": 1}'),
+    )
+    assert response.status_code == 200
+    assert b"An object of strings" in response.content
+    assert no_tuesday_images == []

@@ -5,8 +5,11 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth.models import Group
 from django.test import Client
+from django.urls import reverse
 
+from labs.models import Lab, MachineTemplate
 from tests.factories import UserFactory
+from tests.labs.factories import LabFactory
 from tests.vms.support import machine_lab
 from vms import services
 from vms.models import StopReason, VMSession
@@ -100,3 +103,58 @@ def test_the_history_action_stops_the_selected_live_machines(fake_provider, admi
     assert response.status_code == 302
     assert VMSession.objects.get(pk=live).stop_reason == StopReason.ADMIN
     assert VMSession.objects.get(pk=closed).stop_reason == StopReason.USER
+
+
+def test_the_labs_admin_refuses_a_machine_template_this_platform_will_not_start(admin_client):
+    # given a lab, and a template asking for an image, a capability and a size the start
+    # policy (VM_ALLOWED_IMAGES, VM_ALLOWED_CAPABILITIES, VM_MAX_MEMORY_MB) refuses
+    lab = LabFactory(title="Before")
+    form = {
+        "course": lab.course_id,
+        "title": "After",
+        "description": lab.description,
+        "difficulty": lab.difficulty,
+        "estimated_minutes": lab.estimated_minutes,
+        "order": lab.order,
+        "published": "on",
+        "flags-TOTAL_FORMS": "0",
+        "flags-INITIAL_FORMS": "0",
+        "machine-TOTAL_FORMS": "1",
+        "machine-INITIAL_FORMS": "0",
+        "machine-0-image": "docker.io/evil/miner:latest",
+        "machine-0-ports": '[{"port": 8080, "protocol": "http"}]',
+        "machine-0-memory_mb": "65536",
+        "machine-0-cpus": "0.5",
+        "machine-0-environment": "{}",
+        "machine-0-capabilities": '["SYS_ADMIN"]',
+        "machine-0-ssh_user": "user",
+    }
+    # when staff save it inline on the lab page
+    response = admin_client.post(reverse("admin:labs_lab_change", args=[lab.pk]), form)
+    # then the form lists every problem the start would have refused, and saves nothing
+    assert response.status_code == 200
+    content = response.content.decode()
+    assert "The image docker.io/evil/miner:latest is not allowed here" in content
+    assert "Capabilities not allowed here: SYS_ADMIN." in content
+    assert "Memory must be between 16 and 2048 MB." in content
+    assert not MachineTemplate.objects.exists()
+    assert Lab.objects.get(pk=lab.pk).title == "Before"
+
+
+def test_the_machine_template_page_saves_a_template_the_policy_allows(admin_client):
+    # given an allowed image, an allowed capability and sizes under the ceilings
+    lab = LabFactory()
+    form = {
+        "lab": lab.pk,
+        "image": "cyberlab/demo:latest",
+        "ports": '[{"port": 22, "protocol": "ssh"}]',
+        "memory_mb": "128",
+        "cpus": "1",
+        "environment": '{"MODE": "easy"}',
+        "capabilities": '["NET_BIND_SERVICE"]',
+        "ssh_user": "user",
+    }
+    # when / then
+    response = admin_client.post(reverse("admin:labs_machinetemplate_add"), form)
+    assert response.status_code == 302
+    assert MachineTemplate.objects.get(lab=lab).capabilities == ["NET_BIND_SERVICE"]
