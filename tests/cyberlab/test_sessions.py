@@ -2,9 +2,11 @@ import copy
 import hashlib
 import uuid
 from datetime import timedelta
+from typing import ClassVar
 
 import pytest
 from django.conf import settings
+from django.contrib.auth.backends import ModelBackend
 from django.contrib.sessions.backends.cached_db import KEY_PREFIX
 from django.core.cache import cache
 from django.test import override_settings
@@ -267,3 +269,83 @@ def test_a_sign_in_on_a_session_without_a_key_yet_is_recorded(user):
     # then
     assert request.session.session_key
     assert record.key_hash == digest(request.session.session_key)
+
+
+# --- what a signed-in request costs, and the checks it still makes ---------------------
+
+
+class OwnLoadingBackend(ModelBackend):
+    """A backend that loads users its own way, so the session guard must ask it."""
+
+    loaded: ClassVar[list] = []
+
+    def get_user(self, user_id):
+        self.loaded.append(user_id)
+        return super().get_user(user_id)
+
+
+def test_a_signed_in_request_costs_one_query_for_its_session_and_user(user, django_assert_num_queries):
+    # given a browser whose profile is already cached
+    client = signed_in(user)
+    client.get(reverse("auth-me"))
+    # when / then: one lookup answers "still signed in?" and "who?"
+    with django_assert_num_queries(1):
+        response = client.get(reverse("auth-me"))
+    assert response.status_code == 200
+    assert response.json()["username"] == user.username
+
+
+def test_a_password_changed_elsewhere_signs_the_session_out(user):
+    # given a browser, and the password changed without revoking its record
+    client = signed_in(user)
+    record = record_of(client)
+    user.set_password("Changed-by-staff-1")
+    user.save()
+    # when / then
+    assert client.get(reverse("auth-me")).status_code == 403
+    record.refresh_from_db()
+    assert record.ended_at is not None
+
+
+def test_a_session_signed_with_a_retired_secret_is_kept_under_a_new_key(user):
+    # given a browser signed in under the old secret
+    client = signed_in(user)
+    old_key = session_key(client)
+    record = record_of(client)
+    # when the secret rotates with the old one kept as a fallback
+    with override_settings(SECRET_KEY="rotated-secret-key", SECRET_KEY_FALLBACKS=[settings.SECRET_KEY]):
+        response = client.get(reverse("auth-me"))
+        # then the session is re-signed under a new key, its record following it
+        assert response.status_code == 200
+        assert session_key(client) != old_key
+        assert record_of(client).pk == record.pk
+        assert client.get(reverse("auth-me")).status_code == 200
+    # and without the fallback the old signature signs nobody in
+    other = signed_in(user)
+    with override_settings(SECRET_KEY="rotated-secret-key", SECRET_KEY_FALLBACKS=[]):
+        assert other.get(reverse("auth-me")).status_code == 403
+
+
+def test_an_inactive_users_session_signs_nobody_in(user):
+    client = signed_in(user)
+    type(user).objects.filter(pk=user.pk).update(is_active=False)
+    assert client.get(reverse("auth-me")).status_code == 403
+
+
+def test_a_session_whose_backend_is_no_longer_configured_signs_nobody_in(user):
+    client = signed_in(user)
+    with override_settings(
+        AUTHENTICATION_BACKENDS=["django.contrib.auth.backends.AllowAllUsersModelBackend"]
+    ):
+        assert client.get(reverse("auth-me")).status_code == 403
+
+
+def test_a_backend_loading_users_its_own_way_is_asked_for_the_user(user):
+    backend = f"{__name__}.OwnLoadingBackend"
+    with override_settings(AUTHENTICATION_BACKENDS=[backend]):
+        # given a browser signed in through that backend
+        client = signed_in(user)
+        OwnLoadingBackend.loaded.clear()
+        # when / then
+        assert client.get(reverse("auth-me")).json()["username"] == user.username
+        assert OwnLoadingBackend.loaded == [user.pk]
