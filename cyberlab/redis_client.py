@@ -8,6 +8,11 @@ Helpers raise `RedisUnavailable` when Redis cannot be reached; `fallback()` turn
 into a default the caller chooses and logs once per incident. After a failure Redis is
 skipped for `REDIS_RETRY_INTERVAL` seconds, so a server that hangs costs one timeout per
 interval instead of one per call.
+
+When an outage ends, the callbacks registered with `on_recover()` run once, before the
+first command after it: a write that failed during the outage may have to be redone,
+since Redis can come back with the data it held before (a restart from its snapshot, or
+a network split that never lost anything).
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ class _Incident:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._callbacks: list[Callable[[], None]] = []
         self.down_since: float | None = None
         self.retry_at = 0.0
 
@@ -63,6 +69,7 @@ class _Incident:
             logger.warning("Redis unavailable, degrading until it answers again: %s", error)
 
     def recover(self) -> None:
+        """Ends the outage, then runs the recovery callbacks (once per outage)."""
         if self.down_since is None:
             return
         with self._lock:
@@ -72,6 +79,23 @@ class _Incident:
             self.down_since = None
             self.retry_at = 0.0
         logger.warning("Redis answers again after %.1f s", outage)
+        # Outside the lock: a callback uses Redis itself, and may find it gone again.
+        for callback in list(self._callbacks):
+            try:
+                callback()
+            except Exception:
+                logger.exception("Redis recovery callback %s failed", _name(callback))
+
+    def reset(self) -> None:
+        """Forgets any outage without running the recovery callbacks."""
+        with self._lock:
+            self.down_since = None
+            self.retry_at = 0.0
+
+    def add_callback(self, callback: Callable[[], None]) -> None:
+        with self._lock:
+            if callback not in self._callbacks:
+                self._callbacks.append(callback)
 
     @property
     def is_down(self) -> bool:
@@ -79,6 +103,21 @@ class _Incident:
 
 
 incident = _Incident()
+
+
+def on_recover(callback: Callable[[], None]) -> Callable[[], None]:
+    """Registers `callback` to run once each time an outage this process saw ends.
+
+    It runs in the thread whose Redis call found Redis back, before that call's command;
+    an exception it raises is logged, never passed to that caller. A process that saw no
+    outage runs nothing, so work that must not be lost is recorded durably elsewhere.
+    """
+    incident.add_callback(callback)
+    return callback
+
+
+def _name(callback: Callable[[], None]) -> str:
+    return getattr(callback, "__qualname__", repr(callback))
 
 
 def get_client() -> redis.Redis:
@@ -97,7 +136,13 @@ def connection() -> Iterator[redis.Redis]:
     """
     incident.check()
     try:
-        yield get_client()
+        client = get_client()
+        if incident.is_down:
+            # The retry interval has passed: probe first, so the recovery callbacks run
+            # before this command can read what the outage left behind.
+            client.ping()
+            incident.recover()
+        yield client
     except CONNECTION_ERRORS as error:
         incident.fail(error)
         raise RedisUnavailable(str(error)) from error

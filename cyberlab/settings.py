@@ -394,6 +394,16 @@ CATALOGUE_CACHE_LOCK_TTL = env_float("CATALOGUE_CACHE_LOCK_TTL", 5.0)
 # how often it looks meanwhile.
 CATALOGUE_CACHE_LOCK_WAIT = env_float("CATALOGUE_CACHE_LOCK_WAIT", 1.0)
 CATALOGUE_CACHE_POLL_INTERVAL = env_float("CATALOGUE_CACHE_POLL_INTERVAL", 0.02)
+# Invalidations that failed while Redis was down are recorded in Postgres; a process
+# that sees Redis return drops them at once, and this beat task (seconds) catches the
+# processes that never saw the outage: once Redis is back, an edit shows within this
+# long at worst (at once in a process that saw the outage).
+CATALOGUE_REPAIR_INTERVAL = env_int("CATALOGUE_REPAIR_INTERVAL", 60)
+CELERY_BEAT_SCHEDULE["labs-catalogue-repair"] = {
+    "task": "labs.tasks.catalogue_repair",
+    "schedule": CATALOGUE_REPAIR_INTERVAL,
+    "options": {"expires": CATALOGUE_REPAIR_INTERVAL},
+}
 # Longest flag or short-text answer accepted: real flags are short, and regex flags
 # are matched against what a learner types.
 FLAG_ANSWER_MAX_LENGTH = env_int("FLAG_ANSWER_MAX_LENGTH", 500)

@@ -8,6 +8,18 @@ cache honest under load:
   the others poll the key briefly, and compute themselves only if the holder died;
 * a generation counter: a recompute that began before an invalidation may have read
   the old rows, so its result is stored only if no invalidation happened meanwhile.
+
+An invalidation that fails because Redis is unavailable is remembered in Postgres (a
+`PendingCatalogueInvalidation` row with its keys), not just logged: Redis may come back
+with the entries it held, which would otherwise be served until their TTL. The keys are
+dropped, and the row deleted, by `catalogue_repair()`. It runs when a process sees Redis
+answer again (`redis_client.on_recover`: before the command that found it back, or after
+the commit of the transaction that command ran in), and from beat every
+`CATALOGUE_REPAIR_INTERVAL` for processes that never saw the outage. So a cache hit
+still costs no Postgres query; the price is that a process which saw no outage may serve
+an old entry until the first repair after Redis returns (at most one beat interval). A
+generation kept in Postgres and compared on every read would close that window, but
+would cost every cached read a query, which the catalogue promises not to make.
 """
 
 from __future__ import annotations
@@ -20,10 +32,12 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from django.conf import settings
+from django.db import transaction
 from redis.commands.core import Script
 
 from cyberlab import redis_client
 from cyberlab.redis_client import RedisUnavailable
+from labs.models import PendingCatalogueInvalidation
 
 logger = logging.getLogger(__name__)
 
@@ -181,21 +195,55 @@ def _compute_and_store(key: str, compute: Callable[[], T], generation: Any, toke
 
 
 def catalogue_invalidate(*, keys: Iterable[str]) -> None:
-    """Deletes catalogue entries and refuses any recompute already under way."""
+    """Deletes catalogue entries and refuses any recompute already under way.
+
+    Redis down: the keys are recorded in Postgres and dropped when it answers again.
+    """
     keys = sorted(set(keys))
     if not keys:
         return
-
-    def run() -> None:
-        with redis_client.connection() as client:
-            pipe = client.pipeline(transaction=True)
-            pipe.incr(catalogue_generation_key())
-            pipe.unlink(*keys)
-            pipe.execute()
-
     try:
-        run()
+        _drop(keys)
     except RedisUnavailable:
-        # Entries written before the outage may outlive it by up to their TTL; the
-        # warning lets an operator flush them if the edit cannot wait.
-        logger.warning("Redis unavailable: catalogue entries %s were not invalidated", ", ".join(keys))
+        PendingCatalogueInvalidation.objects.create(keys=keys)
+        logger.warning(
+            "Redis unavailable: catalogue entries %s will be dropped when it answers again", ", ".join(keys)
+        )
+
+
+def _drop(keys: list[str]) -> None:
+    with redis_client.connection() as client:
+        pipe = client.pipeline(transaction=True)
+        pipe.incr(catalogue_generation_key())
+        pipe.unlink(*keys)
+        pipe.execute()
+
+
+def catalogue_repair() -> int:
+    """Drops the entries of invalidations that failed while Redis was down.
+
+    Returns how many recorded invalidations it applied; raises RedisUnavailable (and
+    keeps them) when Redis is still unavailable.
+    """
+    pending = list(PendingCatalogueInvalidation.objects.values_list("pk", "keys"))
+    if not pending:
+        return 0
+    keys = sorted({str(key) for _, recorded in pending for key in recorded})
+    if keys:
+        _drop(keys)
+    # Only the rows read above: one recorded meanwhile waits for the next repair.
+    PendingCatalogueInvalidation.objects.filter(pk__in=[pk for pk, _ in pending]).delete()
+    logger.warning(
+        "Dropped %d catalogue entries left from %d edits made while Redis was down", len(keys), len(pending)
+    )
+    return len(pending)
+
+
+def catalogue_repair_on_recovery() -> None:
+    """The Redis recovery callback: repairs after the transaction the call runs in.
+
+    The first Redis call after an outage may be made inside someone else's transaction;
+    the repair waits for it to commit (and leaves the rows for the beat task if it rolls
+    back), and a failure is logged rather than raised into that caller.
+    """
+    transaction.on_commit(lambda: redis_client.fallback(catalogue_repair, 0), robust=True)

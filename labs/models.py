@@ -333,3 +333,21 @@ class Enrollment(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["user", "course"], name="enroll_once")]
+
+
+class PendingCatalogueInvalidation(models.Model):
+    """Shared cache keys a staff edit could not drop because Redis was unavailable.
+
+    Kept in Postgres because Redis may come back with the entries it held before, and
+    the process that made the edit may be gone by then; labs.cache drops the keys and
+    deletes the row once Redis answers again.
+    """
+
+    keys = models.JSONField(default=list)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{len(self.keys)} catalogue keys from {self.created_at:%Y-%m-%d %H:%M:%S}"

@@ -38,9 +38,9 @@ def _clean_redis():
     client.flushdb()
     broker = client.from_url(settings.CELERY_BROKER_URL)
     broker.flushdb()
-    redis_client.incident.recover()
+    redis_client.incident.reset()
     yield
-    redis_client.incident.recover()
+    redis_client.incident.reset()
 
 
 @pytest.fixture

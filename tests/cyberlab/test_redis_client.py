@@ -147,3 +147,68 @@ def test_cache_calls_skip_redis_while_an_outage_is_known():
         # skipped calls neither reach Redis nor extend the outage
         assert caches["default"].get("anything", "default") == "default"
         assert redis_client.incident.retry_at == retry_at
+
+
+@pytest.fixture
+def callbacks(monkeypatch):
+    """The recovery callbacks of the test alone (apps' own ones set aside)."""
+    monkeypatch.setattr(redis_client.incident, "_callbacks", [])
+
+
+def an_outage() -> None:
+    with override_settings(CACHES=dead_cache_settings(), REDIS_RETRY_INTERVAL=0.0):
+        redis_client.fallback(lambda: redis_client.json_get("k"), None)
+    assert redis_client.incident.is_down
+
+
+def test_recovery_callbacks_run_once_per_outage_before_the_next_command(callbacks, redis):
+    # given a callback that uses Redis itself, and an outage
+    calls = []
+
+    def redo_lost_writes() -> None:
+        calls.append(1)
+        redis_client.json_set("redone", len(calls))
+
+    redis_client.on_recover(redo_lost_writes)
+    redis_client.on_recover(redo_lost_writes)  # registered twice, runs once
+    an_outage()
+    # when Redis answers again, for several calls
+    with override_settings(REDIS_RETRY_INTERVAL=0.0):
+        first = redis_client.json_get("redone")
+        redis_client.json_get("redone")
+    # then the callback ran once, before the first call's own command
+    assert first == 1
+    assert calls == [1]
+    # and once more after the next outage
+    an_outage()
+    with override_settings(REDIS_RETRY_INTERVAL=0.0):
+        assert redis_client.json_get("redone") == 2
+
+
+def test_a_failing_recovery_callback_is_logged_and_the_others_and_the_call_go_on(callbacks, redis, caplog):
+    # given a callback that fails, registered before one that works
+    ran = []
+
+    def broken() -> None:
+        raise ValueError("broken callback")
+
+    redis_client.on_recover(broken)
+    redis_client.on_recover(lambda: ran.append(1))
+    an_outage()
+    # when Redis answers again
+    with caplog.at_level(logging.ERROR, logger="cyberlab.redis_client"):
+        stored = redis_client.json_set("after", {"ok": True})
+    # then the failure is logged, not raised, and everything else happened
+    assert stored is True
+    assert redis.get("after") == b'{"ok":true}'
+    assert ran == [1]
+    assert [r.exc_info[1].args for r in caplog.records if r.exc_info] == [("broken callback",)]
+
+
+def test_a_reset_forgets_the_outage_without_running_the_callbacks(callbacks):
+    ran = []
+    redis_client.on_recover(lambda: ran.append(1))
+    an_outage()
+    redis_client.incident.reset()
+    assert not redis_client.incident.is_down
+    assert ran == []

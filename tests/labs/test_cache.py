@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import threading
 import time
 
 import pytest
+from django.conf import settings as django_settings
 from django.db import connection
+from django.test import Client, override_settings
+from django.urls import reverse
+from redis import Redis
+from rest_framework.test import APIClient
 
-from labs import cache, selectors
+from cyberlab import redis_client
+from labs import cache, selectors, tasks
+from labs.models import PendingCatalogueInvalidation
 from tests.conftest import free_port
 from tests.labs.factories import CourseFactory, LabFactory
 
@@ -105,6 +113,7 @@ def test_a_cache_entry_that_is_not_json_is_recomputed(redis):
     assert json.loads(redis.get("course:bad")) == {"ok": True}
 
 
+@pytest.mark.django_db
 def test_without_redis_every_call_computes_from_postgres(settings):
     # given Redis configured at a port nobody listens on
     settings.CACHES = {
@@ -115,7 +124,8 @@ def test_without_redis_every_call_computes_from_postgres(settings):
     assert cache.catalogue_cached("courses:list", lambda: calls.append(1) or [1]) == [1]
     assert cache.catalogue_cached("courses:list", lambda: calls.append(1) or [1]) == [1]
     assert len(calls) == 2
-    cache.catalogue_invalidate(keys=["courses:list"])  # logged, not raised
+    cache.catalogue_invalidate(keys=["courses:list"])  # recorded, not raised
+    assert list(PendingCatalogueInvalidation.objects.values_list("keys", flat=True)) == [["courses:list"]]
 
 
 @pytest.mark.django_db
@@ -171,3 +181,86 @@ def test_deleting_a_course_drops_the_entries_of_its_labs(redis, django_capture_o
         course.delete()
     assert redis.get(f"lab:{lab.pk}") is None
     assert redis.get(f"course:{course.slug}") is None
+
+
+def _lab_form(lab, **changes) -> dict:
+    data = {
+        "course": lab.course_id,
+        "title": lab.title,
+        "description": lab.description,
+        "difficulty": lab.difficulty,
+        "estimated_minutes": lab.estimated_minutes,
+        "order": lab.order,
+        "published": "on",
+        "flags-TOTAL_FORMS": "0",
+        "flags-INITIAL_FORMS": "0",
+        "machine-TOTAL_FORMS": "0",
+        "machine-INITIAL_FORMS": "0",
+    }
+    data.update(changes)
+    return data
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_edit_made_while_redis_was_down_shows_when_redis_returns_with_its_old_entries(
+    private_redis, user, staff_user
+):
+    caches = copy.deepcopy(django_settings.CACHES)
+    caches["default"]["LOCATION"] = private_redis.url
+    with override_settings(CACHES=caches, REDIS_RETRY_INTERVAL=0):
+        # given a lab and its course a learner has read, so both are cached in this Redis
+        lab = LabFactory(title="Old title")
+        lab_url = reverse("lab-detail", args=[lab.pk])
+        course_url = reverse("course-detail", args=[lab.course.slug])
+        learner = APIClient()
+        learner.force_login(user)
+        staff = Client()
+        staff.force_login(staff_user)
+        assert learner.get(lab_url).json()["title"] == "Old title"
+        assert learner.get(course_url).json()["labs"][0]["title"] == "Old title"
+        private = Redis.from_url(private_redis.url)
+        # when Redis dies keeping a snapshot, staff rename the lab meanwhile, and Redis
+        # returns with the snapshot
+        private_redis.stop_keeping_data()
+        edit = staff.post(reverse("admin:labs_lab_change", args=[lab.pk]), _lab_form(lab, title="New title"))
+        private_redis.start()
+        assert b"Old title" in private.get(f"lab:{lab.pk}")
+        # then the learner's next requests show the edit, and nothing is left to repair
+        assert edit.status_code == 302
+        assert learner.get(lab_url).json()["title"] == "New title"
+        assert learner.get(course_url).json()["labs"][0]["title"] == "New title"
+        assert b"New title" in private.get(f"lab:{lab.pk}")
+        assert not PendingCatalogueInvalidation.objects.exists()
+        private.close()
+
+
+@pytest.mark.django_db
+def test_the_beat_task_drops_what_failed_for_a_process_that_never_saw_the_outage(redis, settings):
+    # given cached entries, and an invalidation that failed in another process while
+    # Redis was unreachable from there (this process never saw an outage)
+    for key in ["courses:list", "lab:1", "course:unrelated"]:
+        redis.set(key, "{}")
+    with override_settings(
+        CACHES={"default": {**settings.CACHES["default"], "LOCATION": f"redis://127.0.0.1:{free_port()}/0"}}
+    ):
+        cache.catalogue_invalidate(keys=["lab:1", "courses:list"])
+    redis_client.incident.reset()
+    assert redis.get("lab:1") is not None
+    # when the beat task runs
+    applied = tasks.catalogue_repair()
+    # then the recorded entries are gone, the others stay, and the record is done with
+    assert applied == 1
+    assert redis.get("lab:1") is None
+    assert redis.get("courses:list") is None
+    assert redis.get("course:unrelated") is not None
+    assert not PendingCatalogueInvalidation.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_repair_while_redis_is_still_down_keeps_the_record(settings):
+    PendingCatalogueInvalidation.objects.create(keys=["lab:1"])
+    settings.CACHES = {
+        "default": {**settings.CACHES["default"], "LOCATION": f"redis://127.0.0.1:{free_port()}/0"}
+    }
+    assert tasks.catalogue_repair() == 0
+    assert PendingCatalogueInvalidation.objects.count() == 1
