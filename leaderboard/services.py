@@ -49,24 +49,46 @@ def leaderboard_apply_solve(
     if user is None:
         return 0
     display_name, username, hidden, is_staff = user
-    boards = boards_for_solve(course_id=course_id, awarded_at=awarded_at)
-    try:
-        result = store.apply_solve(
-            solve_id=solve_id,
-            user_id=user_id,
-            name=_name(display_name, username),
-            points=points,
-            seconds=store.reach_seconds(awarded_at),
-            boards=[(board.key, board.expire_at_ms) for board in boards],
-            excluded=is_excluded(hidden=hidden, is_staff=is_staff),
-        )
-    except (store.BoundExceeded, redis.ResponseError) as error:
-        logger.error("Solve %s cannot be ranked exactly and is left off the board: %s", solve_id, error)
-        return 0
+    result = _apply(
+        solve_id=solve_id,
+        user_id=user_id,
+        course_id=course_id,
+        points=points,
+        awarded_at=awarded_at,
+        name=_name(display_name, username),
+        excluded=is_excluded(hidden=hidden, is_staff=is_staff),
+    )
     if result == store.NOT_BUILT:
         leaderboard_rebuild_request()
         return 0
     return result
+
+
+def _apply(
+    *,
+    solve_id: int,
+    user_id: int,
+    course_id: int,
+    points: int,
+    awarded_at: datetime.datetime,
+    name: str,
+    excluded: bool,
+) -> int:
+    """One solve through the apply script: 1, 0, or store.NOT_BUILT."""
+    boards = boards_for_solve(course_id=course_id, awarded_at=awarded_at)
+    try:
+        return store.apply_solve(
+            solve_id=solve_id,
+            user_id=user_id,
+            name=name,
+            points=points,
+            seconds=store.reach_seconds(awarded_at),
+            boards=[(board.key, board.expire_at_ms) for board in boards],
+            excluded=excluded,
+        )
+    except (store.BoundExceeded, redis.ResponseError) as error:
+        logger.error("Solve %s cannot be ranked exactly and is left off the board: %s", solve_id, error)
+        return 0
 
 
 def leaderboard_rebuild_request() -> bool:
@@ -305,22 +327,15 @@ def leaderboard_catch_up() -> CatchUpResult:
             )[: settings.LEADERBOARD_CATCHUP_BATCH]
         )
         for solve_id, user_id, course_id, points, created_at, display_name, username, hidden, staff in batch:
-            boards = boards_for_solve(course_id=course_id, awarded_at=created_at)
-            try:
-                result = store.apply_solve(
-                    solve_id=solve_id,
-                    user_id=user_id,
-                    name=_name(display_name, username),
-                    points=points,
-                    seconds=store.reach_seconds(created_at),
-                    boards=[(board.key, board.expire_at_ms) for board in boards],
-                    excluded=is_excluded(hidden=hidden, is_staff=staff),
-                )
-            except (store.BoundExceeded, redis.ResponseError) as error:
-                logger.error(
-                    "Solve %s cannot be ranked exactly and is left off the board: %s", solve_id, error
-                )
-                result = 0
+            result = _apply(
+                solve_id=solve_id,
+                user_id=user_id,
+                course_id=course_id,
+                points=points,
+                awarded_at=created_at,
+                name=_name(display_name, username),
+                excluded=is_excluded(hidden=hidden, is_staff=staff),
+            )
             if result == store.NOT_BUILT:
                 rebuilt = leaderboard_rebuild()
                 return CatchUpResult(applied=applied, cursor=rebuilt.cursor, refreshed=0, rebuilt=True)
