@@ -1,4 +1,10 @@
-"""Sending Celery tasks so that a dead broker is a fast 503, never a hang."""
+"""Sending Celery tasks so that a dead broker is a fast 503, never a hang.
+
+Services send a task once the transaction that wrote its row has committed (so the
+worker finds the row), and call `enqueue` themselves there rather than from an
+on_commit hook: a dead broker then surfaces in the service, which can close the row
+it just wrote instead of leaving it waiting for a task that was never sent.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,6 @@ import logging
 
 from celery import Task
 from django.conf import settings
-from django.db import transaction
 from kombu.exceptions import OperationalError
 
 from cyberlab.api import ServiceUnavailable
@@ -31,8 +36,3 @@ def enqueue(task: Task, *args, **kwargs) -> None:
     except (OperationalError, OSError) as error:
         logger.error("Could not publish %s: %s", task.name, error)
         raise BrokerUnavailable() from error
-
-
-def enqueue_on_commit(task: Task, *args, **kwargs) -> None:
-    """Publishes `task` once the current transaction commits (now, outside one)."""
-    transaction.on_commit(lambda: enqueue(task, *args, **kwargs))
