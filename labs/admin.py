@@ -12,14 +12,14 @@ import copy
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
-from django.db.models import Count, Sum
+from django.db.models import Count
 from django.forms.models import BaseInlineFormSet, construct_instance
 from django.urls import reverse
 from django.utils.html import format_html
 
 from cyberlab.accounts.admin import UserAdmin
 from cyberlab.accounts.models import User
-from labs import services
+from labs import selectors, services
 from labs.models import (
     CheatingSignal,
     Choice,
@@ -373,7 +373,7 @@ class LearnerAdmin(UserAdmin):
     def points(self, obj):
         if obj.pk is None:
             return 0
-        return Solve.objects.filter(user=obj).aggregate(total=Sum("points"))["total"] or 0
+        return selectors.user_points(user=obj)
 
     @admin.display(description="audit")
     def audit_links(self, obj):
