@@ -50,40 +50,31 @@ def _visible_courses(preview: bool):
     return Course.objects.all() if preview else Course.objects.filter(published=True)
 
 
+def _count_by(queryset, field: str) -> dict[int, int]:
+    """Rows per value of `field`, in one grouped query."""
+    return dict(
+        queryset.order_by().values_list(field).annotate(count=Count("id")).values_list(field, "count")
+    )
+
+
+def _totals_by(queryset, field: str) -> dict[int, dict]:
+    """{"count", "points"} of the flags or questions per value of `field`, in one grouped query."""
+    return {
+        row[field]: row
+        for row in queryset.order_by().values(field).annotate(count=Count("id"), points=Sum("points"))
+    }
+
+
 def _course_list_build(*, preview: bool) -> list[dict]:
     courses = list(_visible_courses(preview).order_by("order", "id"))
     ids = [course.pk for course in courses]
     published = Q() if preview else Q(published=True)
-    labs = dict(
-        Lab.objects.filter(published, course_id__in=ids)
-        .order_by()
-        .values_list("course_id")
-        .annotate(count=Count("id"))
-        .values_list("course_id", "count")
-    )
+    labs = _count_by(Lab.objects.filter(published, course_id__in=ids), "course_id")
     flag_filter = Q(lab__course_id__in=ids) & (Q() if preview else Q(lab__published=True))
-    flags = {
-        row["lab__course_id"]: row
-        for row in Flag.objects.filter(flag_filter)
-        .order_by()
-        .values("lab__course_id")
-        .annotate(count=Count("id"), points=Sum("points"))
-    }
-    quizzes = dict(
-        Quiz.objects.filter(published, course_id__in=ids)
-        .order_by()
-        .values_list("course_id")
-        .annotate(count=Count("id"))
-        .values_list("course_id", "count")
-    )
+    flags = _totals_by(Flag.objects.filter(flag_filter), "lab__course_id")
+    quizzes = _count_by(Quiz.objects.filter(published, course_id__in=ids), "course_id")
     question_filter = Q(quiz__course_id__in=ids) & (Q() if preview else Q(quiz__published=True))
-    questions = {
-        row["quiz__course_id"]: row
-        for row in Question.objects.filter(question_filter)
-        .order_by()
-        .values("quiz__course_id")
-        .annotate(count=Count("id"), points=Sum("points"))
-    }
+    questions = _totals_by(Question.objects.filter(question_filter), "quiz__course_id")
     result = []
     for course in courses:
         flag_row = flags.get(course.pk, {"count": 0, "points": 0})
@@ -114,21 +105,9 @@ def _course_detail_build(*, slug: str, preview: bool) -> dict:
         raise NotFound("No such course.")
     lab_filter = Q() if preview else Q(published=True)
     labs = list(course.labs.filter(lab_filter).select_related("machine").order_by("order", "id"))
-    flag_totals = {
-        row["lab_id"]: row
-        for row in Flag.objects.filter(lab__in=labs)
-        .order_by()
-        .values("lab_id")
-        .annotate(count=Count("id"), points=Sum("points"))
-    }
+    flag_totals = _totals_by(Flag.objects.filter(lab__in=labs), "lab_id")
     quizzes = list(course.quizzes.filter(lab_filter).order_by("order", "id"))
-    question_totals = {
-        row["quiz_id"]: row
-        for row in Question.objects.filter(quiz__in=quizzes)
-        .order_by()
-        .values("quiz_id")
-        .annotate(count=Count("id"), points=Sum("points"))
-    }
+    question_totals = _totals_by(Question.objects.filter(quiz__in=quizzes), "quiz_id")
     empty = {"count": 0, "points": 0}
     lab_items = [
         {
@@ -448,12 +427,8 @@ def quiz_next_attempt_at(*, last: datetime | None, min_wait_seconds: int) -> dat
 
 def flag_wrong_attempts(*, user: User, flag_ids: list[int]) -> dict[int, int]:
     """Wrong submissions per flag, counted from Postgres (indexed by learner, flag, time)."""
-    return dict(
-        Submission.objects.filter(user=user, flag_id__in=flag_ids, verdict=Verdict.INCORRECT)
-        .order_by()
-        .values_list("flag_id")
-        .annotate(count=Count("id"))
-        .values_list("flag_id", "count")
+    return _count_by(
+        Submission.objects.filter(user=user, flag_id__in=flag_ids, verdict=Verdict.INCORRECT), "flag_id"
     )
 
 
