@@ -7,7 +7,8 @@ a lab to another course or renaming a course's slug drops the old entries too.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from django.db import transaction
 from django.db.models import Model
@@ -18,40 +19,26 @@ from labs.models import Choice, Course, Flag, Lab, MachineTemplate, Question, Qu
 
 CATALOGUE_MODELS = (Course, Lab, MachineTemplate, Flag, Quiz, Question, Choice)
 
-# What each model's row points at: (course ids, lab ids, quiz ids) are derived from these.
-_PARENT_FIELDS = {
-    Course: ("id", "slug"),
-    Lab: ("id", "course_id"),
-    MachineTemplate: ("lab_id", "lab__course_id"),
-    Flag: ("lab_id", "lab__course_id"),
-    Quiz: ("id", "course_id"),
-    Question: ("quiz_id", "quiz__course_id"),
-    Choice: ("question__quiz_id", "question__quiz__course_id"),
+# For each model: the field naming the cache entry the row shows in, how that field
+# becomes the entry's key, and the field naming the row's course.
+_ROW_KEYS: dict[type[Model], tuple[str, Callable[[Any], str], str]] = {
+    Course: ("slug", lambda slug: cache.course_key(slug=slug), "id"),
+    Lab: ("id", lambda pk: cache.lab_key(lab_id=pk), "course_id"),
+    MachineTemplate: ("lab_id", lambda pk: cache.lab_key(lab_id=pk), "lab__course_id"),
+    Flag: ("lab_id", lambda pk: cache.lab_key(lab_id=pk), "lab__course_id"),
+    Quiz: ("id", lambda pk: cache.quiz_key(quiz_id=pk), "course_id"),
+    Question: ("quiz_id", lambda pk: cache.quiz_key(quiz_id=pk), "quiz__course_id"),
+    Choice: ("question__quiz_id", lambda pk: cache.quiz_key(quiz_id=pk), "question__quiz__course_id"),
 }
 
 
 def _keys_for_rows(model: type[Model], rows: Iterable[dict]) -> set[str]:
+    entry_field, entry_key, course_field = _ROW_KEYS[model]
     keys = {cache.courses_list_key()}
     course_ids: set[int] = set()
     for row in rows:
-        if model is Course:
-            keys.add(cache.course_key(slug=row["slug"]))
-            course_ids.add(row["id"])
-        elif model is Lab:
-            keys.add(cache.lab_key(lab_id=row["id"]))
-            course_ids.add(row["course_id"])
-        elif model in (MachineTemplate, Flag):
-            keys.add(cache.lab_key(lab_id=row["lab_id"]))
-            course_ids.add(row["lab__course_id"])
-        elif model is Quiz:
-            keys.add(cache.quiz_key(quiz_id=row["id"]))
-            course_ids.add(row["course_id"])
-        elif model is Question:
-            keys.add(cache.quiz_key(quiz_id=row["quiz_id"]))
-            course_ids.add(row["quiz__course_id"])
-        elif model is Choice:
-            keys.add(cache.quiz_key(quiz_id=row["question__quiz_id"]))
-            course_ids.add(row["question__quiz__course_id"])
+        keys.add(entry_key(row[entry_field]))
+        course_ids.add(row[course_field])
     course_ids.discard(None)
     if model is Course:
         # A course's title and published state show in each of its labs and quizzes.
@@ -79,7 +66,8 @@ def catalogue_keys(*, objects: Iterable[Model]) -> set[str]:
             by_model.setdefault(type(obj), []).append(obj.pk)
     keys: set[str] = set()
     for model, pks in by_model.items():
-        rows = model.objects.filter(pk__in=pks).values(*_PARENT_FIELDS[model])
+        entry_field, _, course_field = _ROW_KEYS[model]
+        rows = model.objects.filter(pk__in=pks).values(entry_field, course_field)
         keys |= _keys_for_rows(model, rows)
     return keys
 
