@@ -3,13 +3,12 @@
 from django.conf import settings
 from django.http import HttpResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework.exceptions import NotFound
 from rest_framework.permissions import BasePermission, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.utils.urls import remove_query_param, replace_query_param
 from rest_framework.views import APIView
 
-from labs.models import Course
+from labs.selectors import course_get_for_user
 from leaderboard import selectors
 from leaderboard.boards import Board
 from leaderboard.receivers import run_after_response
@@ -101,13 +100,11 @@ class LeaderboardCourseApi(APIView):
 
     @extend_schema(parameters=PAGE_PARAMETERS, responses={200: StandingsPageSerializer})
     def get(self, request, slug: str):
-        course = Course.objects.filter(slug=slug).values_list("id", "published").first()
-        if course is None or not (course[1] or request.user.is_staff):
-            raise NotFound("No such course.")
+        course = course_get_for_user(user=request.user, slug=slug)
         limit, offset = _page_query(request)
         limit = limit or settings.API_PAGE_SIZE
         page = selectors.leaderboard_page(
-            board=Board.course(course[0]), limit=limit, offset=offset, postgres_only=_postgres_only(request)
+            board=Board.course(course.pk), limit=limit, offset=offset, postgres_only=_postgres_only(request)
         )
         return Response(_page_body(request, page, limit, offset))
 
