@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -456,7 +456,3 @@ def publish_session(*, session: VMSession) -> None:
 def _minutes(delta: timedelta) -> str:
     minutes = int(delta.total_seconds() // 60)
     return f"{minutes} minute{'s' if minutes != 1 else ''}"
-
-
-def seconds_until(moment: datetime) -> int:
-    return max(0, int((moment - timezone.now()).total_seconds()))
