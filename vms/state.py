@@ -263,8 +263,8 @@ def put_many(*, sessions: list[VMSession], replaces: str = "") -> int:
         script = _script(client, PUT)
         pipe = client.pipeline(transaction=False)
         for session in sessions:
-            indexed = session.is_open and snapshot(session)["status"] != VMStatus.FAILED
             fields = snapshot(session)
+            indexed = session.is_open and fields["status"] != VMStatus.FAILED
             script(
                 keys=[
                     state_key(user_id=session.user_id, lab_id=session.lab_id),
@@ -347,7 +347,7 @@ def page(*, offset: int, limit: int) -> tuple[int, list[dict[str, str]]]:
         pipe.zcard(expiry_key())
         pipe.zrange(expiry_key(), offset, offset + limit - 1)
         total, members = pipe.execute()
-        states = _hashes(client, members)
+        states = [fields for fields in _hashes(client, members) if fields]
     return int(total), states
 
 
@@ -355,15 +355,9 @@ def due(*, until: float, limit: int) -> list[tuple[tuple[int, int], dict[str, st
     """Machines whose expiry is at or before `until`, with their state ({} if forgotten)."""
     with redis_client.connection() as client:
         members = client.zrangebyscore(expiry_key(), "-inf", repr(until), start=0, num=limit)
-        if not members:
-            return []
-        pipe = client.pipeline(transaction=False)
-        for member in members:
-            user_id, lab_id = parse_expiry_member(member)
-            pipe.hgetall(state_key(user_id=user_id, lab_id=lab_id))
         return [
-            (parse_expiry_member(member), _decode(raw))
-            for member, raw in zip(members, pipe.execute(), strict=True)
+            (parse_expiry_member(member), fields)
+            for member, fields in zip(members, _hashes(client, members), strict=True)
         ]
 
 
@@ -407,13 +401,14 @@ def index_members() -> list[tuple[int, int]]:
 
 
 def _hashes(client, members) -> list[dict[str, str]]:
+    """The state of each expiry member in one round trip, in order ({} where it is gone)."""
     if not members:
         return []
     pipe = client.pipeline(transaction=False)
     for member in members:
         user_id, lab_id = parse_expiry_member(member)
         pipe.hgetall(state_key(user_id=user_id, lab_id=lab_id))
-    return [_decode(raw) for raw in pipe.execute() if raw]
+    return [_decode(raw) for raw in pipe.execute()]
 
 
 # --- the short lock -----------------------------------------------------------------
