@@ -4,9 +4,11 @@ engine and a real Celery worker for the rest."""
 from __future__ import annotations
 
 import pytest
+from django.contrib.auth.models import Group
 from django.test import override_settings
 
 from tests.conftest import require
+from tests.factories import UserFactory
 from tests.vms import support
 from tests.vms.fakes import FakeProvider
 
@@ -28,6 +30,14 @@ def fake_provider():
     with override_settings(VM_PROVIDERS=providers, VM_PROVIDER="fake"):
         yield FakeProvider
     FakeProvider.reset()
+
+
+@pytest.fixture
+def operator(db):
+    """A staff member whose only machine permissions come from the operators group."""
+    user = UserFactory(is_staff=True)
+    user.groups.add(Group.objects.get(name="operators"))
+    return user
 
 
 @pytest.fixture

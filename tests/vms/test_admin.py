@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from django.contrib.auth.models import Group
 from django.test import Client
 from django.urls import reverse
 
@@ -65,10 +64,8 @@ def test_history_filters_and_searches(fake_provider, admin_client):
     )
 
 
-def test_operators_see_the_pages_and_may_stop_machines(fake_provider):
+def test_operators_see_the_pages_and_may_stop_machines(fake_provider, operator):
     # given
-    operator = UserFactory(is_staff=True)
-    operator.groups.add(Group.objects.get(name="operators"))
     client = Client()
     client.force_login(operator)
     session_id = services.vm_start(user=UserFactory(), lab=machine_lab()).state["session_id"]

@@ -6,7 +6,6 @@ import uuid
 
 import pytest
 import redis.connection
-from django.contrib.auth.models import Group
 from django.test import override_settings
 from rest_framework.test import APIClient
 
@@ -332,10 +331,8 @@ def test_staff_force_stop(fake_provider, staff_client):
     assert staff_client.delete(f"/api/v1/admin/vms/{uuid.uuid4()}/").status_code == 404
 
 
-def test_operators_group_may_list_and_stop_machines(fake_provider):
+def test_operators_group_may_list_and_stop_machines(fake_provider, operator):
     # given a staff member who is only an operator
-    operator = UserFactory(is_staff=True)
-    operator.groups.add(Group.objects.get(name="operators"))
     client = APIClient()
     client.force_login(operator)
     session = services.vm_start(user=UserFactory(), lab=machine_lab()).state["session_id"]
