@@ -85,3 +85,22 @@ class SolveFactory(factory.django.DjangoModelFactory):
     flag = factory.SubFactory(FlagFactory)
     course = factory.LazyAttribute(lambda s: s.flag.lab.course)
     points = factory.LazyAttribute(lambda s: s.flag.points)
+
+
+def lab_admin_form(lab: models.Lab, **changes) -> dict:
+    """The admin's lab change form as posted for `lab`, with no inline rows, plus `changes`."""
+    data = {
+        "course": lab.course_id,
+        "title": lab.title,
+        "description": lab.description,
+        "difficulty": lab.difficulty,
+        "estimated_minutes": lab.estimated_minutes,
+        "order": lab.order,
+        "published": "on" if lab.published else "",
+        "flags-TOTAL_FORMS": "0",
+        "flags-INITIAL_FORMS": "0",
+        "machine-TOTAL_FORMS": "0",
+        "machine-INITIAL_FORMS": "0",
+    }
+    data.update(changes)
+    return {key: value for key, value in data.items() if value != ""}

@@ -19,6 +19,7 @@ from tests.labs.factories import (
     QuestionFactory,
     QuizFactory,
     SolveFactory,
+    lab_admin_form,
 )
 
 pytestmark = pytest.mark.django_db
@@ -47,24 +48,6 @@ def admin_client(staff_user) -> Client:
     return client
 
 
-def _lab_form(lab: Lab, **changes) -> dict:
-    data = {
-        "course": lab.course_id,
-        "title": lab.title,
-        "description": lab.description,
-        "difficulty": lab.difficulty,
-        "estimated_minutes": lab.estimated_minutes,
-        "order": lab.order,
-        "published": "on" if lab.published else "",
-        "flags-TOTAL_FORMS": "0",
-        "flags-INITIAL_FORMS": "0",
-        "machine-TOTAL_FORMS": "0",
-        "machine-INITIAL_FORMS": "0",
-    }
-    data.update(changes)
-    return {key: value for key, value in data.items() if value != ""}
-
-
 def test_every_labs_admin_page_renders(admin_client):
     # given one of everything
     solve = SolveFactory()
@@ -89,7 +72,7 @@ def test_editing_a_lab_in_the_admin_shows_on_the_next_api_request(
     # when staff rename it in the admin
     with django_capture_on_commit_callbacks(execute=True):
         response = admin_client.post(
-            reverse("admin:labs_lab_change", args=[lab.pk]), _lab_form(lab, title="New title")
+            reverse("admin:labs_lab_change", args=[lab.pk]), lab_admin_form(lab, title="New title")
         )
     assert response.status_code == 302, response.content[:2000]
     # then the learner's next requests show the new title
@@ -103,7 +86,7 @@ def test_adding_a_flag_inline_updates_the_cached_lab(
 ):
     lab = LabFactory()
     assert learner_client.get(reverse("lab-detail", args=[lab.pk])).json()["flags"] == []
-    form = _lab_form(
+    form = lab_admin_form(
         lab,
         **{
             "flags-TOTAL_FORMS": "1",
@@ -124,7 +107,7 @@ def test_adding_a_flag_inline_updates_the_cached_lab(
 
 def test_a_regex_flag_with_a_broken_pattern_is_refused(admin_client):
     lab = LabFactory()
-    form = _lab_form(
+    form = lab_admin_form(
         lab,
         **{
             "flags-TOTAL_FORMS": "1",
@@ -375,7 +358,7 @@ def test_a_machine_template_failing_a_registered_check_is_refused_with_its_words
 def test_the_lab_page_runs_the_registered_checks_on_its_machine_inline(admin_client, no_tuesday_images):
     # given a lab without a machine
     lab = LabFactory(title="Before")
-    form = _lab_form(
+    form = lab_admin_form(
         lab,
         title="After",
         **{

@@ -19,7 +19,7 @@ from cyberlab import redis_client
 from labs import cache, selectors, tasks
 from labs.models import PendingCatalogueInvalidation
 from tests.conftest import free_port
-from tests.labs.factories import CourseFactory, LabFactory
+from tests.labs.factories import CourseFactory, LabFactory, lab_admin_form
 
 
 def _run_parallel(count: int, target) -> list:
@@ -183,24 +183,6 @@ def test_deleting_a_course_drops_the_entries_of_its_labs(redis, django_capture_o
     assert redis.get(f"course:{course.slug}") is None
 
 
-def _lab_form(lab, **changes) -> dict:
-    data = {
-        "course": lab.course_id,
-        "title": lab.title,
-        "description": lab.description,
-        "difficulty": lab.difficulty,
-        "estimated_minutes": lab.estimated_minutes,
-        "order": lab.order,
-        "published": "on",
-        "flags-TOTAL_FORMS": "0",
-        "flags-INITIAL_FORMS": "0",
-        "machine-TOTAL_FORMS": "0",
-        "machine-INITIAL_FORMS": "0",
-    }
-    data.update(changes)
-    return data
-
-
 @pytest.mark.django_db(transaction=True)
 def test_an_edit_made_while_redis_was_down_shows_when_redis_returns_with_its_old_entries(
     private_redis, user, staff_user
@@ -222,7 +204,9 @@ def test_an_edit_made_while_redis_was_down_shows_when_redis_returns_with_its_old
         # when Redis dies keeping a snapshot, staff rename the lab meanwhile, and Redis
         # returns with the snapshot
         private_redis.stop_keeping_data()
-        edit = staff.post(reverse("admin:labs_lab_change", args=[lab.pk]), _lab_form(lab, title="New title"))
+        edit = staff.post(
+            reverse("admin:labs_lab_change", args=[lab.pk]), lab_admin_form(lab, title="New title")
+        )
         private_redis.start()
         assert b"Old title" in private.get(f"lab:{lab.pk}")
         # then the learner's next requests show the edit, and nothing is left to repair
