@@ -29,8 +29,6 @@ from cyberlab.accounts.selectors import (
 from cyberlab.accounts.session_store import USER_SESSION_ID
 from cyberlab.throttling import client_address
 
-USER_AGENT_MAX_LENGTH = 512
-
 INVALID_CREDENTIALS = "Invalid username or password."
 
 
@@ -128,10 +126,11 @@ def user_session_record(*, request: HttpRequest, user: User) -> UserSession:
         existing.save(update_fields=["last_seen_at"])
         row = existing
     else:
+        user_agent_length = UserSession._meta.get_field("user_agent").max_length
         row = UserSession.objects.create(
             user=user,
             key_hash=digest,
-            user_agent=request.META.get("HTTP_USER_AGENT", "")[:USER_AGENT_MAX_LENGTH],
+            user_agent=request.META.get("HTTP_USER_AGENT", "")[:user_agent_length],
             ip=client_address(request),
         )
     session[USER_SESSION_ID] = str(row.id)
