@@ -99,10 +99,15 @@ def _course_list_build(*, preview: bool) -> list[dict]:
     return result
 
 
-def _course_detail_build(*, slug: str, preview: bool) -> dict:
+def _course_get(*, slug: str, preview: bool) -> Course:
     course = _visible_courses(preview).filter(slug=slug).first()
     if course is None:
         raise NotFound("No such course.")
+    return course
+
+
+def _course_detail_build(*, slug: str, preview: bool) -> dict:
+    course = _course_get(slug=slug, preview=preview)
     lab_filter = Q() if preview else Q(published=True)
     labs = list(course.labs.filter(lab_filter).select_related("machine").order_by("order", "id"))
     flag_totals = _totals_by(Flag.objects.filter(lab__in=labs), "lab_id")
@@ -521,7 +526,4 @@ def quiz_get_for_user(*, user: User, quiz_id: int) -> Quiz:
 
 
 def course_get_for_user(*, user: User, slug: str) -> Course:
-    course = _visible_courses(is_preview(user)).filter(slug=slug).first()
-    if course is None:
-        raise NotFound("No such course.")
-    return course
+    return _course_get(slug=slug, preview=is_preview(user))
