@@ -13,6 +13,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from django.conf import settings
 from django.db.models import Max, Q, QuerySet, Sum, Value
@@ -25,6 +26,8 @@ from leaderboard import services, store
 from leaderboard.boards import Board, excluded_filter
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,20 @@ def _standings(rows: list[store.Row], first_rank: int) -> list[Standing]:
 
 def _request_rebuild() -> None:
     redis_client.fallback(services.leaderboard_rebuild_request, False)
+
+
+def _live(read: Callable[[], T | None]) -> T | None:
+    """What `read` finds on the live boards, or None for the caller to answer from Postgres.
+
+    None when Redis is down, or when the boards are not built: then one rebuild is queued.
+    """
+    try:
+        found = read()
+    except redis_client.RedisUnavailable:
+        return None
+    if found is None:
+        _request_rebuild()
+    return found
 
 
 # --- Postgres: the truth, and the answer when Redis cannot give one ------------------------
@@ -154,13 +171,7 @@ def leaderboard_page(
 ) -> StandingsPage:
     """`limit` standings from rank `offset + 1`, and how many learners the board has."""
     if not postgres_only:
-        try:
-            found = store.page(board=board.key, start=offset, stop=offset + limit - 1)
-        except redis_client.RedisUnavailable:
-            found = None
-        else:
-            if found is None:
-                _request_rebuild()
+        found = _live(lambda: store.page(board=board.key, start=offset, stop=offset + limit - 1))
         if found is not None:
             count, rows = found
             return StandingsPage(count=count, results=_standings(rows, offset + 1))
@@ -174,13 +185,7 @@ def leaderboard_me(
     board = board or Board.all_time()
     radius = settings.LEADERBOARD_AROUND if radius is None else radius
     if not postgres_only:
-        try:
-            found = store.around(board=board.key, user_id=user.pk, radius=radius)
-        except redis_client.RedisUnavailable:
-            found = None
-        else:
-            if found is None:
-                _request_rebuild()
+        found = _live(lambda: store.around(board=board.key, user_id=user.pk, radius=radius))
         if found is not None:
             count, rank, start, rows = found
             if rank is None:
@@ -217,13 +222,7 @@ def _standings_body(page: StandingsPage) -> bytes:
 
 def _full_from_live() -> bytes:
     """Every standing of the global board, read from the live set (Postgres when missing)."""
-    try:
-        found = store.page_all(board=store.live_key())
-    except redis_client.RedisUnavailable:
-        found = None
-    else:
-        if found is None:
-            _request_rebuild()
+    found = _live(lambda: store.page_all(board=store.live_key()))
     if found is None:
         return _standings_body(_postgres_page(Board.all_time(), None, 0))
     count, rows = found
