@@ -81,9 +81,12 @@ class LiveMachines:
         start = index.start or 0
         stop = index.stop if index.stop is not None else len(self)
         try:
-            _, states = state.page(offset=start, limit=max(0, stop - start))
+            total, states = state.page(offset=start, limit=max(0, stop - start))
         except redis_client.RedisUnavailable:
-            states = self._from_ledger()[start:stop]
+            return self._from_ledger()[start:stop]
+        if self._count is None:
+            # The page's pipeline counted them already: a later len() needs no round trip.
+            self._count = int(total)
         return states
 
     def _from_ledger(self) -> list[dict[str, str]]:
