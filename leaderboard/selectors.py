@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -24,8 +23,6 @@ from cyberlab.accounts.models import User
 from labs.models import Solve
 from leaderboard import services, store
 from leaderboard.boards import Board, excluded_filter
-
-logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
