@@ -527,14 +527,15 @@ class Row:
     reached_at: datetime.datetime
 
 
+def _row(raw_member: bytes, score: float, name: bytes | None) -> Row:
+    points, reached_at = decode(score)
+    user_id = int(raw_member)
+    return Row(user_id, name.decode() if name else str(user_id), points, reached_at)
+
+
 def _rows(flat: list, names: list) -> list[Row]:
-    rows = []
-    for index in range(0, len(flat), 2):
-        points, reached_at = decode(float(flat[index + 1]))
-        name = names[index // 2]
-        user_id = int(flat[index])
-        rows.append(Row(user_id, name.decode() if name else str(user_id), points, reached_at))
-    return rows
+    """Rows of a script's reply: member, score, member, score..., and the names in order."""
+    return [_row(flat[index], float(flat[index + 1]), names[index // 2]) for index in range(0, len(flat), 2)]
 
 
 def page(*, board: str, start: int, stop: int) -> tuple[int, list[Row]] | None:
@@ -561,12 +562,7 @@ def page_all(*, board: str) -> tuple[int, list[Row]] | None:
         built, flat, names = pipe.execute()
     if not built:
         return None
-    rows = []
-    for raw_member, score in flat:
-        points, reached_at = decode(score)
-        name = names.get(raw_member)
-        user_id = int(raw_member)
-        rows.append(Row(user_id, name.decode() if name else str(user_id), points, reached_at))
+    rows = [_row(raw_member, score, names.get(raw_member)) for raw_member, score in flat]
     return len(rows), rows
 
 
