@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from django.test import Client
 from django_redis import get_redis_connection
 from redis import Redis
 from rest_framework.test import APIClient
@@ -61,6 +62,14 @@ def user(db):
 @pytest.fixture
 def staff_user(db):
     return UserFactory(is_staff=True, is_superuser=True, username="staff")
+
+
+@pytest.fixture
+def admin_client(staff_user) -> Client:
+    """Django's test client signed in as `staff_user`, for admin pages."""
+    client = Client()
+    client.force_login(staff_user)
+    return client
 
 
 @pytest.fixture

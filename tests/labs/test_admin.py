@@ -41,13 +41,6 @@ MODELS = [
 ]
 
 
-@pytest.fixture
-def admin_client(staff_user) -> Client:
-    client = Client()
-    client.force_login(staff_user)
-    return client
-
-
 def test_every_labs_admin_page_renders(admin_client):
     # given one of everything
     solve = SolveFactory()

@@ -16,13 +16,6 @@ from vms.models import StopReason, VMSession
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def admin_client(staff_user) -> Client:
-    client = Client()
-    client.force_login(staff_user)
-    return client
-
-
 def test_live_machines_page_lists_what_redis_holds_with_time_left(fake_provider, admin_client):
     # given
     learner = UserFactory(username="alice")
