@@ -30,6 +30,19 @@ def _name(display_name: str, username: str) -> str:
     return display_name or username
 
 
+def _learner(user_id: int) -> tuple[str, bool] | None:
+    """A learner's name on the boards and whether they are left off them; None when gone."""
+    row = (
+        User.objects.filter(pk=user_id)
+        .values_list("display_name", "username", "hidden_from_leaderboard", "is_staff")
+        .first()
+    )
+    if row is None:
+        return None
+    display_name, username, hidden, is_staff = row
+    return _name(display_name, username), is_excluded(hidden=hidden, is_staff=is_staff)
+
+
 # --- live updates -----------------------------------------------------------------
 
 
@@ -41,22 +54,18 @@ def leaderboard_apply_solve(
     Safe to repeat: a solve already applied is recognised by the script and skipped.
     When the board is not built yet, one rebuild is queued and the solve is left to it.
     """
-    user = (
-        User.objects.filter(pk=user_id)
-        .values_list("display_name", "username", "hidden_from_leaderboard", "is_staff")
-        .first()
-    )
-    if user is None:
+    learner = _learner(user_id)
+    if learner is None:
         return 0
-    display_name, username, hidden, is_staff = user
+    name, excluded = learner
     result = _apply(
         solve_id=solve_id,
         user_id=user_id,
         course_id=course_id,
         points=points,
         awarded_at=awarded_at,
-        name=_name(display_name, username),
-        excluded=is_excluded(hidden=hidden, is_staff=is_staff),
+        name=name,
+        excluded=excluded,
     )
     if result == store.NOT_BUILT:
         leaderboard_rebuild_request()
@@ -119,23 +128,14 @@ class _UserState:
 
 
 def _user_state(user_id: int) -> _UserState | None:
-    user = User.objects.filter(pk=user_id).values_list(
-        "display_name", "username", "hidden_from_leaderboard", "is_staff"
-    )
-    row = user.first()
+    learner = _learner(user_id)
     solves = tuple(
         Solve.objects.filter(user_id=user_id)
         .order_by("id")
         .values_list("id", "course_id", "points", "created_at")
     )
-    if row is None:
-        return _UserState(name="", excluded=False, solves=solves)
-    display_name, username, hidden, is_staff = row
-    return _UserState(
-        name=_name(display_name, username),
-        excluded=is_excluded(hidden=hidden, is_staff=is_staff),
-        solves=solves,
-    )
+    name, excluded = learner or ("", False)
+    return _UserState(name=name, excluded=excluded, solves=solves)
 
 
 def _board_score(board: Board, solves: Iterable[tuple[int, int, int, datetime.datetime]]) -> store.BoardScore:
