@@ -92,6 +92,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def dead_redis_caches() -> dict:
+    """CACHES pointing at a port nobody listens on: Redis as the app sees it in an outage."""
+    from django.conf import settings
+
+    return {"default": {**settings.CACHES["default"], "LOCATION": f"redis://127.0.0.1:{free_port()}/0"}}
+
+
 class PrivateRedis:
     """A redis-server of the test's own, which the test may kill and bring back."""
 

@@ -6,8 +6,7 @@ import sys
 import pytest
 from django.test import override_settings
 
-from tests.conftest import free_port
-from tests.cyberlab.test_redis_client import dead_cache_settings
+from tests.conftest import dead_redis_caches, free_port
 
 
 def test_healthz_answers_without_dependencies(client):
@@ -29,7 +28,7 @@ def test_readyz_reports_each_dependency(client):
 
 @pytest.mark.django_db
 def test_readyz_is_degraded_but_200_when_only_redis_is_down(client):
-    with override_settings(CACHES=dead_cache_settings()):
+    with override_settings(CACHES=dead_redis_caches()):
         response = client.get("/readyz")
     assert response.status_code == 200
     assert response.json()["status"] == "degraded"

@@ -1,25 +1,17 @@
-import copy
 import logging
 import threading
 import time
 
 import pytest
-from django.conf import settings
 from django.test import override_settings
 
 from cyberlab import ratelimit
 from cyberlab.ratelimit import Bucket, Rate
-from tests.conftest import free_port
+from tests.conftest import dead_redis_caches
 
 
 def bucket(name: str, limit: int, window: float = 60.0) -> Bucket:
     return Bucket(ratelimit.key(scope="test", ident=name), Rate(limit=limit, window=window))
-
-
-def dead_redis_caches() -> dict:
-    caches = copy.deepcopy(settings.CACHES)
-    caches["default"]["LOCATION"] = f"redis://127.0.0.1:{free_port()}/0"
-    return caches
 
 
 def test_fifty_concurrent_checks_at_a_limit_of_ten_admit_exactly_ten(redis):

@@ -6,14 +6,7 @@ import pytest
 from django.test import override_settings
 
 from cyberlab import redis_client
-from tests.conftest import free_port
-
-
-def dead_cache_settings():
-    from django.conf import settings
-
-    location = f"redis://127.0.0.1:{free_port()}/0"
-    return {"default": {**settings.CACHES["default"], "LOCATION": location}}
+from tests.conftest import dead_redis_caches
 
 
 def test_json_round_trip_with_ttl(redis):
@@ -82,7 +75,7 @@ def test_delete_removes_named_keys(redis):
 
 
 def test_fallback_returns_the_callers_default_when_redis_is_down():
-    with override_settings(CACHES=dead_cache_settings()):
+    with override_settings(CACHES=dead_redis_caches()):
         assert redis_client.fallback(lambda: redis_client.json_get("k"), "default") == "default"
         assert redis_client.fallback(lambda: redis_client.hash_get("k"), {}) == {}
         assert redis_client.is_available() is False
@@ -90,7 +83,7 @@ def test_fallback_returns_the_callers_default_when_redis_is_down():
 
 def test_an_outage_is_logged_once_not_once_per_call(caplog):
     with (
-        override_settings(CACHES=dead_cache_settings(), REDIS_RETRY_INTERVAL=0.05),
+        override_settings(CACHES=dead_redis_caches(), REDIS_RETRY_INTERVAL=0.05),
         caplog.at_level(logging.WARNING, logger="cyberlab.redis_client"),
     ):
         for _ in range(20):
@@ -102,7 +95,7 @@ def test_an_outage_is_logged_once_not_once_per_call(caplog):
 
 def test_recovery_is_logged_and_redis_is_used_again(caplog, redis):
     # given an outage
-    with override_settings(CACHES=dead_cache_settings(), REDIS_RETRY_INTERVAL=0.0):
+    with override_settings(CACHES=dead_redis_caches(), REDIS_RETRY_INTERVAL=0.0):
         redis_client.fallback(lambda: redis_client.json_get("k"), None)
     assert redis_client.incident.is_down
     # when Redis answers again
@@ -115,7 +108,7 @@ def test_recovery_is_logged_and_redis_is_used_again(caplog, redis):
 
 
 def test_calls_skip_redis_while_an_incident_is_fresh():
-    with override_settings(CACHES=dead_cache_settings(), REDIS_RETRY_INTERVAL=30):
+    with override_settings(CACHES=dead_redis_caches(), REDIS_RETRY_INTERVAL=30):
         redis_client.fallback(lambda: redis_client.json_get("k"), None)
         with pytest.raises(redis_client.RedisUnavailable, match="retrying"):
             redis_client.json_get("k")
@@ -125,7 +118,7 @@ def test_django_cache_errors_are_ignored_and_logged_once_per_outage(caplog):
     from django.core.cache import caches
 
     with (
-        override_settings(CACHES=dead_cache_settings(), REDIS_RETRY_INTERVAL=0.0),
+        override_settings(CACHES=dead_redis_caches(), REDIS_RETRY_INTERVAL=0.0),
         caplog.at_level(logging.INFO),
     ):
         cache = caches["default"]
@@ -140,7 +133,7 @@ def test_django_cache_errors_are_ignored_and_logged_once_per_outage(caplog):
 def test_cache_calls_skip_redis_while_an_outage_is_known():
     from django.core.cache import caches
 
-    with override_settings(CACHES=dead_cache_settings(), REDIS_RETRY_INTERVAL=30):
+    with override_settings(CACHES=dead_redis_caches(), REDIS_RETRY_INTERVAL=30):
         caches["default"].get("anything")
         assert redis_client.incident.is_down
         retry_at = redis_client.incident.retry_at
@@ -156,7 +149,7 @@ def callbacks(monkeypatch):
 
 
 def an_outage() -> None:
-    with override_settings(CACHES=dead_cache_settings(), REDIS_RETRY_INTERVAL=0.0):
+    with override_settings(CACHES=dead_redis_caches(), REDIS_RETRY_INTERVAL=0.0):
         redis_client.fallback(lambda: redis_client.json_get("k"), None)
     assert redis_client.incident.is_down
 

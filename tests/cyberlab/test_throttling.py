@@ -1,4 +1,3 @@
-import copy
 import logging
 import os
 import subprocess
@@ -17,7 +16,7 @@ from rest_framework.views import APIView
 
 from cyberlab import ratelimit
 from cyberlab.urls import urlpatterns as project_urlpatterns
-from tests.conftest import free_port
+from tests.conftest import dead_redis_caches
 from tests.factories import UserFactory
 
 PASSWORD = "correct-horse-battery"
@@ -252,8 +251,7 @@ def test_a_scope_set_to_none_is_not_limited(learner_client, settings):
 
 def test_redis_down_admits_requests_without_headers_and_logs_once(learner_client, caplog):
     # given Redis does not answer
-    caches = copy.deepcopy(settings.CACHES)
-    caches["default"]["LOCATION"] = f"redis://127.0.0.1:{free_port()}/0"
+    caches = dead_redis_caches()
     caplog.set_level(logging.WARNING, logger="cyberlab.ratelimit")
     with override_settings(CACHES=caches, REDIS_RETRY_INTERVAL=0):
         # when

@@ -22,7 +22,7 @@ from rest_framework.test import APIClient
 
 from cyberlab.celery import app as celery_app
 from cyberlab.queue import enqueue
-from tests.conftest import free_port, require
+from tests.conftest import dead_redis_caches, require
 from tests.factories import UserFactory
 from tests.vms import support
 from vms import maintenance, state, tasks
@@ -280,7 +280,7 @@ def test_with_redis_down_a_machine_starts_serves_and_stops_through_the_ledger(en
     user = UserFactory()
     lab = support.machine_lab()
     client = client_for(user)
-    dead = {"default": {**settings.CACHES["default"], "LOCATION": f"redis://127.0.0.1:{free_port()}/0"}}
+    dead = dead_redis_caches()
     with override_settings(CACHES=dead, REDIS_RETRY_INTERVAL=0):
         # when
         started = client.post(f"/api/v1/labs/{lab.pk}/vm/")

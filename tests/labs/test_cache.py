@@ -18,7 +18,7 @@ from rest_framework.test import APIClient
 from cyberlab import redis_client
 from labs import cache, selectors, tasks
 from labs.models import PendingCatalogueInvalidation
-from tests.conftest import free_port
+from tests.conftest import dead_redis_caches
 from tests.labs.factories import CourseFactory, LabFactory, lab_admin_form
 
 
@@ -116,9 +116,7 @@ def test_a_cache_entry_that_is_not_json_is_recomputed(redis):
 @pytest.mark.django_db
 def test_without_redis_every_call_computes_from_postgres(settings):
     # given Redis configured at a port nobody listens on
-    settings.CACHES = {
-        "default": {**settings.CACHES["default"], "LOCATION": f"redis://127.0.0.1:{free_port()}/0"}
-    }
+    settings.CACHES = dead_redis_caches()
     calls = []
     # when the catalogue is read twice, then both computed and neither failed
     assert cache.catalogue_cached("courses:list", lambda: calls.append(1) or [1]) == [1]
@@ -224,9 +222,7 @@ def test_the_beat_task_drops_what_failed_for_a_process_that_never_saw_the_outage
     # Redis was unreachable from there (this process never saw an outage)
     for key in ["courses:list", "lab:1", "course:unrelated"]:
         redis.set(key, "{}")
-    with override_settings(
-        CACHES={"default": {**settings.CACHES["default"], "LOCATION": f"redis://127.0.0.1:{free_port()}/0"}}
-    ):
+    with override_settings(CACHES=dead_redis_caches()):
         cache.catalogue_invalidate(keys=["lab:1", "courses:list"])
     redis_client.incident.reset()
     assert redis.get("lab:1") is not None
@@ -243,8 +239,6 @@ def test_the_beat_task_drops_what_failed_for_a_process_that_never_saw_the_outage
 @pytest.mark.django_db
 def test_a_repair_while_redis_is_still_down_keeps_the_record(settings):
     PendingCatalogueInvalidation.objects.create(keys=["lab:1"])
-    settings.CACHES = {
-        "default": {**settings.CACHES["default"], "LOCATION": f"redis://127.0.0.1:{free_port()}/0"}
-    }
+    settings.CACHES = dead_redis_caches()
     assert tasks.catalogue_repair() == 0
     assert PendingCatalogueInvalidation.objects.count() == 1

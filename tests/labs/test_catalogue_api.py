@@ -12,7 +12,7 @@ from django.urls import reverse
 from cyberlab import redis_client
 from labs import cache
 from labs.models import Enrollment
-from tests.conftest import free_port
+from tests.conftest import dead_redis_caches
 from tests.labs.factories import (
     ChoiceFactory,
     CourseFactory,
@@ -297,9 +297,7 @@ def test_auth_me_includes_my_points(learner_client, user):
 def test_catalogue_answers_from_postgres_when_redis_is_down(api_client, settings):
     # given a course, and Redis configured at a port nobody listens on
     course, _, _ = _course_with_content()
-    settings.CACHES = {
-        "default": {**settings.CACHES["default"], "LOCATION": f"redis://127.0.0.1:{free_port()}/0"}
-    }
+    settings.CACHES = dead_redis_caches()
     # when the catalogue is read
     listed = api_client.get(reverse("course-list"))
     detail = api_client.get(reverse("course-detail", args=[course.slug]))

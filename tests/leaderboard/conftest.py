@@ -14,7 +14,7 @@ from cyberlab import redis_client
 from labs.models import Solve
 from labs.signals import points_awarded
 from leaderboard import services
-from tests.conftest import free_port
+from tests.conftest import dead_redis_caches
 from tests.labs.factories import CourseFactory, FlagFactory, LabFactory, SolveFactory
 
 
@@ -65,9 +65,8 @@ def course(db):
 @contextmanager
 def dead_redis():
     """Redis refuses every connection inside; outside it answers again at once."""
-    location = f"redis://127.0.0.1:{free_port()}/0"
     try:
-        with override_settings(CACHES={"default": {**settings.CACHES["default"], "LOCATION": location}}):
+        with override_settings(CACHES=dead_redis_caches()):
             yield
     finally:
         redis_client.incident.recover()

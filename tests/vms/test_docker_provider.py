@@ -248,12 +248,12 @@ def test_prepare_reclaims_warm_networks_taken_but_never_used(demo_image, redis):
 
 
 def test_without_redis_a_start_uses_a_fresh_network(demo_image):
-    from tests.conftest import free_port
+    from tests.conftest import dead_redis_caches
 
     provider = get_provider(name="docker")
     provider.prepare()
     machine = spec()
-    dead = {"default": {**settings.CACHES["default"], "LOCATION": f"redis://127.0.0.1:{free_port()}/0"}}
+    dead = dead_redis_caches()
     with override_settings(CACHES=dead):
         get_provider(name="docker").start(machine)
     assert container_networks(demo_image, machine.session_id) == [

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from django.test import override_settings
 
-from tests.conftest import free_port
+from tests.conftest import dead_redis_caches
 from tests.vms.support import machine_lab
 from vms import maintenance, services
 from vms.models import VMSession, VMStatus
@@ -15,12 +15,8 @@ pytestmark = pytest.mark.django_db
 
 
 def dead_redis():
-    from django.conf import settings
 
-    location = f"redis://127.0.0.1:{free_port()}/0"
-    return override_settings(
-        CACHES={"default": {**settings.CACHES["default"], "LOCATION": location}}, REDIS_RETRY_INTERVAL=0
-    )
+    return override_settings(CACHES=dead_redis_caches(), REDIS_RETRY_INTERVAL=0)
 
 
 def test_start_status_and_stop_work_through_the_ledger_while_redis_is_down(
