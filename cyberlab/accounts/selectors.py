@@ -5,14 +5,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from datetime import timedelta
-from functools import cache
 
 from django.conf import settings
-from django.db import connection
 from django.db.models import QuerySet
 from django.utils import timezone
 
 from cyberlab import redis_client
+from cyberlab.accounts.lookups import row_with_user
 from cyberlab.accounts.models import User, UserSession
 
 ProfileContributor = Callable[[User], dict]
@@ -98,43 +97,16 @@ def user_session_list(*, user: User, session_key: str | None) -> list[dict]:
     ]
 
 
-@cache
-def _user_session_query() -> tuple[str, list[str], list[str]]:
-    """One SELECT of a session's record and its user, built once per process from the models."""
-    quote = connection.ops.quote_name
-    # What the guard reads of the record, in the model's field order as `from_db` needs.
-    session_fields = [
-        f
-        for f in UserSession._meta.concrete_fields
-        if f.attname in {"id", "user_id", "last_seen_at", "ended_at"}
-    ]
-    user_fields = User._meta.concrete_fields
-    columns = [f"s.{quote(f.column)}" for f in session_fields]
-    columns += [f"u.{quote(f.column)}" for f in user_fields]
-    user_column = quote(UserSession._meta.get_field("user").column)
-    key_column = quote(UserSession._meta.get_field("key_hash").column)
-    # Identifiers come from the models' metadata, quoted; the digest is a parameter.
-    sql = (
-        f"SELECT {', '.join(columns)} FROM {quote(UserSession._meta.db_table)} s "  # noqa: S608
-        f"JOIN {quote(User._meta.db_table)} u ON u.{quote(User._meta.pk.column)} = s.{user_column} "
-        f"WHERE s.{key_column} = %s"
-    )
-    return sql, [f.attname for f in session_fields], [f.attname for f in user_fields]
-
-
 def user_session_for_key(*, session_key: str) -> UserSession | None:
     """The record of the session with this key, ended or not, with its user fully loaded.
 
-    Read on every signed-in request, so it is one query built once from the models and
-    hydrated with `from_db`: the ORM spends more compiling and building this lookup than
-    Postgres spends answering it. None when there is no record.
+    Read on every signed-in request, so it is one prebuilt query (cyberlab.accounts.lookups).
+    None when there is no record.
     """
-    sql, session_fields, user_fields = _user_session_query()
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [session_key_digest(session_key)])
-        row = cursor.fetchone()
-    if row is None:
-        return None
-    record = UserSession.from_db(connection.alias, session_fields, row[: len(session_fields)])
-    record.user = User.from_db(connection.alias, user_fields, row[len(session_fields) :])
-    return record
+    return row_with_user(
+        UserSession,
+        lookup="key_hash",
+        value=session_key_digest(session_key),
+        # What the guard reads of the record.
+        fields=("id", "user_id", "last_seen_at", "ended_at"),
+    )
