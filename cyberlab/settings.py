@@ -187,6 +187,12 @@ REDIS_SOCKET_TIMEOUT = env_float("REDIS_SOCKET_TIMEOUT", 0.25)
 REDIS_RETRY_INTERVAL = env_float("REDIS_RETRY_INTERVAL", 1.0)
 REDIS_MAX_CONNECTIONS = env_int("REDIS_MAX_CONNECTIONS", 100)
 CACHE_KEY_PREFIX = os.environ.get("CACHE_KEY_PREFIX", "cache")
+# The near cache (cyberlab.nearcache): hot reads kept in each process and dropped the
+# moment Redis reports a change. The lifetime bounds how long an entry can outlive a
+# change whose report was lost (a publisher cut off from Redis); the size caps memory.
+NEAR_CACHE_ENABLED = env_bool("NEAR_CACHE_ENABLED", True)
+NEAR_CACHE_TTL = env_float("NEAR_CACHE_TTL", 30.0)
+NEAR_CACHE_MAX_ENTRIES = env_int("NEAR_CACHE_MAX_ENTRIES", 10_000)
 
 CACHES = {
     "default": {

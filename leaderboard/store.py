@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import redis
 from redis.commands.core import Script
 
-from cyberlab import redis_client
+from cyberlab import nearcache, redis_client
 
 POINTS_SHIFT = 2**32
 MAX_POINTS = 2**21 - 1
@@ -45,6 +45,10 @@ PREFIX = "leaderboard"
 
 
 # --- keys ---------------------------------------------------------------------
+
+
+# What the near cache hears about: every leaderboard key.
+NEAR_CACHE_PREFIXES = ("leaderboard:",)
 
 
 def live_key() -> str:
@@ -539,7 +543,21 @@ def _rows(flat: list, names: list) -> list[Row]:
 
 
 def page(*, board: str, start: int, stop: int) -> tuple[int, list[Row]] | None:
-    """(count, rows start..stop inclusive, stop -1 for all); None when not built."""
+    """(count, rows start..stop inclusive, stop -1 for all); None when not built.
+
+    Kept in the near cache until the board, the names or the cursor change, which a
+    solve, a rename, a hidden learner and a rebuild all do: a solve shows on the next
+    read.
+    """
+    return nearcache.read(
+        f"{board}:page:{start}:{stop}",
+        lambda: _page(board, start, stop),
+        deps=(cursor_key(), board, names_key()),
+        keep=lambda found: found is not None,
+    )
+
+
+def _page(board: str, start: int, stop: int) -> tuple[int, list[Row]] | None:
     with redis_client.connection() as client:
         result = _run("page", [cursor_key(), board, names_key()], [start, stop], client)
     if not result[0]:
@@ -567,7 +585,19 @@ def page_all(*, board: str) -> tuple[int, list[Row]] | None:
 
 
 def around(*, board: str, user_id: int, radius: int) -> tuple[int, int | None, int, list[Row]] | None:
-    """(count, my 0-based rank or None, 0-based rank of rows[0], rows); None when not built."""
+    """(count, my 0-based rank or None, 0-based rank of rows[0], rows); None when not built.
+
+    Kept in the near cache as `page` is.
+    """
+    return nearcache.read(
+        f"{board}:around:{user_id}:{radius}",
+        lambda: _around(board, user_id, radius),
+        deps=(cursor_key(), board, names_key()),
+        keep=lambda found: found is not None,
+    )
+
+
+def _around(board: str, user_id: int, radius: int) -> tuple[int, int | None, int, list[Row]] | None:
     with redis_client.connection() as client:
         result = _run("around", [cursor_key(), board, names_key()], [member(user_id), radius], client)
     if not result[0]:

@@ -26,7 +26,7 @@ from vms.models import OPEN_STATUSES, VMSession, VMStatus
 def vm_state_for_user(*, user_id: int, lab_id: int) -> dict[str, str] | None:
     """The learner's machine for the lab as stored state, or None when there is none."""
     try:
-        fields = state.get(user_id=user_id, lab_id=lab_id)
+        fields = state.get_shown(user_id=user_id, lab_id=lab_id)
     except redis_client.RedisUnavailable:
         return _from_ledger(user_id=user_id, lab_id=lab_id, rebuild=False)
     if fields:
@@ -53,9 +53,8 @@ def _from_ledger(*, user_id: int, lab_id: int, rebuild: bool) -> dict[str, str] 
 def vm_states_for_user(*, user_id: int) -> list[dict[str, str]]:
     """The learner's live machines."""
     try:
-        return [
-            fields for fields in state.for_user(user_id=user_id) if fields.get("status") != VMStatus.FAILED
-        ]
+        machines = state.for_user_shown(user_id=user_id)
+        return [fields for fields in machines if fields.get("status") != VMStatus.FAILED]
     except redis_client.RedisUnavailable:
         rows = VMSession.objects.filter(user_id=user_id, status__in=OPEN_STATUSES).order_by("expires_at")
         return [state.snapshot(row) for row in rows]

@@ -22,10 +22,12 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from cyberlab import redis_client
+from cyberlab import nearcache, redis_client
 from vms.models import VMSession, VMStatus
 
 LIVE = ("provisioning", "running")
+# What the near cache hears about: a machine's state and a learner's list of them.
+NEAR_CACHE_PREFIXES = ("vm:state:", "vm:user:")
 
 
 def state_key(*, user_id: int, lab_id: int) -> str:
@@ -328,16 +330,40 @@ def get(*, user_id: int, lab_id: int) -> dict[str, str]:
         return _decode(client.hgetall(state_key(user_id=user_id, lab_id=lab_id)))
 
 
+def get_shown(*, user_id: int, lab_id: int) -> dict[str, str]:
+    """As `get`, through the near cache (cyberlab.nearcache): what the API shows.
+
+    Not for decisions: a service that acts on a machine reads Redis itself.
+    """
+    key = state_key(user_id=user_id, lab_id=lab_id)
+    return dict(nearcache.read(key, lambda: get(user_id=user_id, lab_id=lab_id), deps=[key]))
+
+
 def for_user(*, user_id: int) -> list[dict[str, str]]:
     """A learner's machines in two round trips (their lab ids, then every hash)."""
+    return _for_user(user_id)[1]
+
+
+def for_user_shown(*, user_id: int) -> list[dict[str, str]]:
+    """As `for_user`, through the near cache: what the API shows."""
+    index = user_key(user_id=user_id)
+    _labs, states = nearcache.read(
+        f"{index}:states",
+        lambda: _for_user(user_id),
+        deps=lambda found: [index, *(state_key(user_id=user_id, lab_id=lab_id) for lab_id in found[0])],
+    )
+    return [dict(fields) for fields in states]
+
+
+def _for_user(user_id: int) -> tuple[list[int], list[dict[str, str]]]:
     with redis_client.connection() as client:
         labs = sorted(int(_text(lab)) for lab in client.smembers(user_key(user_id=user_id)))
         if not labs:
-            return []
+            return [], []
         pipe = client.pipeline(transaction=False)
         for lab_id in labs:
             pipe.hgetall(state_key(user_id=user_id, lab_id=lab_id))
-        return [_decode(raw) for raw in pipe.execute() if raw]
+        return labs, [_decode(raw) for raw in pipe.execute() if raw]
 
 
 def page(*, offset: int, limit: int) -> tuple[int, list[dict[str, str]]]:

@@ -2,17 +2,25 @@
 
 The ORM spends more time compiling and hydrating such a two-table lookup than Postgres
 spends answering it, so the query is built once per process from the models' metadata
-and its row becomes instances with `from_db`. It still reads Postgres every time: a
-revoked session or rotated token stops working at once on every node.
+and its row becomes instances with `from_db`.
+
+The row may be kept in the process's near cache (cyberlab.nearcache), filled from
+Postgres only, never from a copy in Redis. Every write to a user, their token or their
+session records announces the change through Redis after it commits (the signals in
+`cyberlab.accounts.signals`, and `announce_change` after queryset updates), and every
+node drops its copy before serving another request: a revoked session or rotated token
+stops working at once on every node. When a node loses Redis it drops every copy and
+reads Postgres until Redis answers again, so a revoke made during an outage holds too.
 """
 
 from __future__ import annotations
 
 from functools import cache
 
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Model
 
+from cyberlab import nearcache
 from cyberlab.accounts.models import User
 
 
@@ -35,19 +43,52 @@ def _query(
     return sql, [f.attname for f in own], [f.attname for f in users]
 
 
+def auth_dep(user_id: int) -> str:
+    """The near-cache name every cached lookup of this user's credentials depends on."""
+    return f"auth:user:{user_id}"
+
+
 def row_with_user(
-    model: type[Model], *, lookup: str, value: object, fields: tuple[str, ...] | None = None
+    model: type[Model],
+    *,
+    lookup: str,
+    value: object,
+    fields: tuple[str, ...] | None = None,
+    near_cache_as: str | None = None,
 ) -> Model | None:
     """The `model` row whose `lookup` equals `value`, its `user` fully loaded; None if none.
 
-    `fields` limits what is read of the row itself (all of it by default).
+    `fields` limits what is read of the row itself (all of it by default). With
+    `near_cache_as`, the row is kept in the process's near cache under that name until
+    `announce_change()` names its user (cyberlab.nearcache); a missing row never is.
     """
     sql, own_fields, user_fields = _query(model, fields, lookup)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [value])
-        row = cursor.fetchone()
+
+    def fetch() -> tuple | None:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [value])
+            return cursor.fetchone()
+
+    if near_cache_as is None:
+        row = fetch()
+    else:
+        user_index = own_fields.index(model._meta.get_field("user").attname)
+        row = nearcache.read(
+            near_cache_as,
+            fetch,
+            deps=lambda found: [auth_dep(found[user_index])],
+            keep=lambda found: found is not None,
+        )
     if row is None:
         return None
+    # Fresh instances every time: the cached row is shared, a request's user is not.
     instance = model.from_db(connection.alias, own_fields, row[: len(own_fields)])
     instance.user = User.from_db(connection.alias, user_fields, row[len(own_fields) :])
     return instance
+
+
+def announce_change(*user_ids: int) -> None:
+    """Drops every process's cached credentials of these users, after the transaction commits."""
+    names = [auth_dep(user_id) for user_id in user_ids]
+    if names:
+        transaction.on_commit(lambda: nearcache.invalidate(*names))

@@ -17,12 +17,13 @@ from cyberlab.accounts.models import User
 class SessionGuardMiddleware:
     """Signs out a session whose `UserSession` is ended, missing or another user's.
 
-    The check reads Postgres on every signed-in request (one lookup by a unique index)
-    rather than trusting a cached "still valid" bit: Redis may come back from an outage
-    holding an old copy of a revoked session, and no copy in Redis, the session's or a
-    bit's, can prove it was not revoked meanwhile. The same lookup loads the user, who
-    becomes `request.user` after the checks `django.contrib.auth.get_user` makes, so a
-    signed-in request costs one query; and it moves `last_seen_at`, which is written at
+    The record is read from Postgres (one lookup by a unique index), never trusted from
+    a copy in Redis: Redis may come back from an outage holding an old copy of a revoked
+    session, and no copy there can prove it was not revoked meanwhile. The row is kept in
+    the process's near cache until a change to its user's credentials is announced
+    (cyberlab.accounts.lookups). The same lookup loads the user, who becomes
+    `request.user` after the checks `django.contrib.auth.get_user` makes, so a signed-in
+    request costs one query at most; and it moves `last_seen_at`, which is written at
     most once per `SESSION_TOUCH_INTERVAL`.
     """
 

@@ -103,10 +103,12 @@ def user_session_for_key(*, session_key: str) -> UserSession | None:
     Read on every signed-in request, so it is one prebuilt query (cyberlab.accounts.lookups).
     None when there is no record.
     """
+    digest = session_key_digest(session_key)
     return row_with_user(
         UserSession,
         lookup="key_hash",
-        value=session_key_digest(session_key),
+        value=digest,
+        near_cache_as=f"auth:session:{digest}",
         # What the guard reads of the record.
         fields=("id", "user_id", "last_seen_at", "ended_at"),
     )

@@ -19,6 +19,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.exceptions import NotFound, ValidationError
 
 from cyberlab import redis_client
+from cyberlab.accounts.lookups import announce_change
 from cyberlab.accounts.models import SessionData, SessionEndReason, User, UserSession
 from cyberlab.accounts.selectors import (
     session_key_digest,
@@ -140,9 +141,11 @@ def user_session_record(*, request: HttpRequest, user: User) -> UserSession:
 
 def user_session_rekey(*, old_key: str, new_key: str) -> None:
     """Follows a session whose key changed (login and password change rotate it)."""
-    UserSession.objects.filter(key_hash=session_key_digest(old_key), ended_at__isnull=True).update(
-        key_hash=session_key_digest(new_key)
-    )
+    rows = UserSession.objects.filter(key_hash=session_key_digest(old_key), ended_at__isnull=True)
+    users = list(rows.values_list("user_id", flat=True))
+    if users:
+        rows.update(key_hash=session_key_digest(new_key))
+        announce_change(*users)
 
 
 def user_session_end_by_key(*, session_key: str, reason: SessionEndReason = SessionEndReason.LOGOUT) -> None:
@@ -152,6 +155,7 @@ def user_session_end_by_key(*, session_key: str, reason: SessionEndReason = Sess
     if not ended:
         return
     rows.update(ended_at=timezone.now(), end_reason=reason)
+    announce_change(*{user_id for _, user_id in ended})
     transaction.on_commit(lambda: _index_remove(ended))
 
 
@@ -161,6 +165,8 @@ def user_session_touch(*, session: UserSession) -> None:
     if now - session.last_seen_at < timedelta(seconds=settings.SESSION_TOUCH_INTERVAL):
         return
     UserSession.objects.filter(pk=session.pk).update(last_seen_at=now)
+    # The cached record still says the old time: read it afresh, or every request touches.
+    announce_change(session.user_id)
 
 
 def user_session_revoke(*, request: HttpRequest, user: User, session_id: uuid.UUID) -> None:
@@ -211,6 +217,7 @@ def _sessions_end(*, sessions: QuerySet[UserSession], reason: SessionEndReason) 
     UserSession.objects.filter(pk__in=ids, ended_at__isnull=True).update(
         ended_at=timezone.now(), end_reason=reason
     )
+    announce_change(*{user_id for _, user_id in ended})
     stored = SessionData.objects.filter(user_session_id__in=ids)
     session_keys = list(stored.values_list("session_key", flat=True))
     stored.delete()

@@ -39,18 +39,44 @@ def test_an_inactive_users_token_is_refused(user):
     assert response.json()["detail"] == "User inactive or deleted."
 
 
-def test_a_deleted_token_stops_working_on_the_next_request(user):
+def test_a_deleted_token_stops_working_on_the_next_request(user, django_capture_on_commit_callbacks):
     key = token_for(user=user)
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
     assert client.get("/api/v1/auth/me/").status_code == 200
-    user.auth_token.delete()
+    with django_capture_on_commit_callbacks(execute=True):
+        user.auth_token.delete()
     assert client.get("/api/v1/auth/me/").json()["detail"] == "Invalid token."
 
 
-def test_a_signed_in_script_request_costs_one_query_for_authentication(user, django_assert_num_queries):
+def test_a_user_deactivated_after_using_a_token_is_refused_on_the_next_request(
+    user, django_capture_on_commit_callbacks
+):
+    key = token_for(user=user)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+    assert client.get("/api/v1/auth/me/").status_code == 200
+    with django_capture_on_commit_callbacks(execute=True):
+        user.is_active = False
+        user.save()
+    response = client.get("/api/v1/auth/me/")
+    assert response.json()["detail"] == "User inactive or deleted."
+
+
+def test_a_renamed_user_is_seen_on_the_next_token_request(user, django_capture_on_commit_callbacks):
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(user=user)}")
-    client.get("/api/v1/auth/me/")  # fills the cached profile
-    with django_assert_num_queries(1):
+    client.get("/api/v1/auth/me/")
+    with django_capture_on_commit_callbacks(execute=True):
+        user.display_name = "Renamed"
+        user.save()
+    assert client.get("/api/v1/auth/me/").json()["display_name"] == "Renamed"
+
+
+def test_a_signed_in_script_request_costs_no_query_once_its_token_is_known(user, django_assert_num_queries):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(user=user)}")
+    client.get("/api/v1/auth/me/")  # reads the token and its user, fills the cached profile
+    # then the token row is kept in the near cache until its user's credentials change
+    with django_assert_num_queries(0):
         assert client.get("/api/v1/auth/me/").status_code == 200

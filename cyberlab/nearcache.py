@@ -1,0 +1,347 @@
+"""The near cache: hot reads served from process memory, kept coherent by Redis itself.
+
+A read that is the same for many requests (the course list, a leaderboard page, a
+machine's state, the row behind a token) costs a Redis or Postgres round trip, which on
+a fast endpoint is most of its time. The near cache keeps such answers in the process,
+and Redis tells every process when one is no longer true:
+
+* each process opens one extra connection, asks Redis to report every change to the key
+  prefixes apps registered with `track_prefix()` (`CLIENT TRACKING ... BCAST`, redirected
+  to itself) and subscribes to those reports, and to `CHANNEL`, where `invalidate()`
+  publishes changes Redis cannot see (an answer built from Postgres);
+* before every near-cache read the process drains that connection without waiting, so
+  an entry is never served after its change reached this process: a write acknowledged
+  to its writer has already been reported to every tracking connection, so the writer's
+  next request, on any node, sees it;
+* a read that raced a change is not stored: a ticket taken before the load must still be
+  newer than every report about the entry's keys when it comes back.
+
+Entries also expire after `NEAR_CACHE_TTL` (or less, per read) whatever happens. When the
+tracking connection is lost (Redis restarted, flushed, or hung) every entry is dropped
+and reads go to Redis until it answers again; so is everything when the process sees a
+Redis outage end, since a change may have gone unreported meanwhile. One process's entries
+never serve another process (the connection is reopened after a fork).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+import redis
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+from cyberlab import redis_client
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+CHANNEL = "nearcache:invalidate"
+_TRACKING_CHANNEL = b"__redis__:invalidate"
+_MISSING = object()
+# How many per-key change records are kept for tickets before they are summarised.
+_TOUCHED_LIMIT = 10_000
+
+_prefixes: set[str] = set()
+
+
+def track_prefix(*prefixes: str) -> None:
+    """Asks for changes to keys under these prefixes to be reported (apps call it in
+    `ready()`). Redis refuses a prefix that starts another one."""
+    if not set(prefixes) <= _prefixes:
+        _prefixes.update(prefixes)
+        near_cache.reconnect()
+
+
+def connection_name() -> str:
+    """This process's tracking connection as `CLIENT LIST` names it."""
+    return f"nearcache-{os.getpid()}"
+
+
+class _Incomplete(Exception):
+    """The buffer ends inside a message."""
+
+
+def _parse(buffer: bytearray, position: int) -> tuple[Any, int]:
+    """One RESP2 value from `buffer` at `position`: (value, position after it)."""
+    end = buffer.find(b"\r\n", position)
+    if end < 0:
+        raise _Incomplete
+    kind, head, position = buffer[position], bytes(buffer[position + 1 : end]), end + 2
+    if kind == ord("$"):
+        size = int(head)
+        if size < 0:
+            return None, position
+        if len(buffer) < position + size + 2:
+            raise _Incomplete
+        return bytes(buffer[position : position + size]), position + size + 2
+    if kind == ord("*"):
+        size = int(head)
+        if size < 0:
+            return None, position
+        items = []
+        for _ in range(size):
+            item, position = _parse(buffer, position)
+            items.append(item)
+        return items, position
+    if kind == ord("-"):
+        raise redis.ResponseError(head.decode(errors="replace"))
+    return head, position
+
+
+class _Entry:
+    __slots__ = ("deps", "expires_at", "value")
+
+    def __init__(self, value: Any, deps: tuple[str, ...], expires_at: float) -> None:
+        self.value = value
+        self.deps = deps
+        self.expires_at = expires_at
+
+
+class NearCache:
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._entries: dict[str, _Entry] = {}
+        self._by_dep: dict[str, set[str]] = {}
+        # Every report bumps `_seq`; `_touched` says when each key was last reported, and
+        # a fill whose ticket is older than `_floor` is refused (after a flush).
+        self._seq = 0
+        self._floor = 0
+        self._touched: dict[str, int] = {}
+        self._connection: redis.Connection | None = None
+        self._buffer = bytearray()
+        self._pid = 0
+        self._retry_at = 0.0
+
+    # --- reads ---------------------------------------------------------------
+
+    def read(
+        self,
+        name: str,
+        load: Callable[[], T],
+        *,
+        deps: Iterable[str] | Callable[[T], Iterable[str]],
+        ttl: float | None = None,
+        keep: Callable[[T], bool] | None = None,
+    ) -> T:
+        """The entry `name`, or what `load()` returns, kept until one of `deps` changes.
+
+        `deps` are the Redis keys (or `invalidate()` names) the answer depends on, or a
+        function of the loaded value giving them. `keep(value)` False: not stored (an
+        answer from a fallback). The value is shared: callers must not change it.
+        """
+        if not settings.NEAR_CACHE_ENABLED:
+            return load()
+        with self._lock:
+            tracking = self._sync()
+            if tracking:
+                entry = self._entries.get(name)
+                if entry is not None:
+                    if entry.expires_at > time.monotonic():
+                        return entry.value
+                    self._remove(name)
+            ticket = self._seq
+        value = load()
+        if tracking and (keep is None or keep(value)):
+            keys = tuple(deps(value) if callable(deps) else deps)
+            lifetime = settings.NEAR_CACHE_TTL if ttl is None else min(ttl, settings.NEAR_CACHE_TTL)
+            with self._lock:
+                if lifetime > 0 and self._sync() and self._fresh(keys, ticket):
+                    self._store(name, _Entry(value, keys, time.monotonic() + lifetime))
+        return value
+
+    def clear(self) -> None:
+        """Drops every entry, and refuses fills begun before now."""
+        with self._lock:
+            self._flush()
+
+    def reconnect(self) -> None:
+        """Drops every entry and the tracking connection; the next read opens a new one."""
+        with self._lock:
+            self._disconnect()
+            self._retry_at = 0.0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    # --- entries -------------------------------------------------------------
+
+    def _fresh(self, keys: tuple[str, ...], ticket: int) -> bool:
+        if ticket < self._floor:
+            return False
+        return all(self._touched.get(key, -1) <= ticket for key in keys)
+
+    def _store(self, name: str, entry: _Entry) -> None:
+        self._remove(name)
+        while len(self._entries) >= settings.NEAR_CACHE_MAX_ENTRIES:
+            self._remove(next(iter(self._entries)))
+        self._entries[name] = entry
+        for key in entry.deps:
+            self._by_dep.setdefault(key, set()).add(name)
+
+    def _remove(self, name: str) -> None:
+        entry = self._entries.pop(name, None)
+        if entry is None:
+            return
+        for key in entry.deps:
+            names = self._by_dep.get(key)
+            if names is not None:
+                names.discard(name)
+                if not names:
+                    del self._by_dep[key]
+
+    def _changed(self, key: str) -> None:
+        self._seq += 1
+        if len(self._touched) >= _TOUCHED_LIMIT:
+            # Forget old reports: fills begun before now are refused instead.
+            self._touched.clear()
+            self._floor = self._seq
+        self._touched[key] = self._seq
+        for name in list(self._by_dep.get(key, ())):
+            self._remove(name)
+
+    def _flush(self) -> None:
+        self._entries.clear()
+        self._by_dep.clear()
+        self._touched.clear()
+        self._seq += 1
+        self._floor = self._seq
+
+    # --- the tracking connection ----------------------------------------------
+
+    def _sync(self) -> bool:
+        """Applies every report received so far; False when entries cannot be trusted."""
+        if self._pid != os.getpid():
+            self._forget_connection()
+            self._pid = os.getpid()
+        if redis_client.incident.is_down:
+            self._disconnect()
+            return False
+        if self._connection is None and not self._connect():
+            return False
+        try:
+            self._drain()
+        except (OSError, ValueError, redis.RedisError) as error:
+            logger.warning("Near cache: lost the tracking connection (%s); dropping every entry", error)
+            self._disconnect()
+            return False
+        return True
+
+    def _connect(self) -> bool:
+        now = time.monotonic()
+        if now < self._retry_at:
+            return False
+        self._retry_at = now + settings.REDIS_RETRY_INTERVAL
+        pool = redis_client.get_client().connection_pool
+        # The pool's connection settings, in RESP2: there a tracking report is a pub/sub
+        # message, which this module parses itself.
+        options = {k: v for k, v in pool.connection_kwargs.items() if not k.startswith("maint_notifications")}
+        connection = pool.connection_class(**{**options, "protocol": 2})
+        try:
+            connection.connect()
+            connection.send_command("CLIENT", "SETNAME", connection_name())
+            connection.read_response()
+            connection.send_command("CLIENT", "ID")
+            client_id = connection.read_response()
+            if _prefixes:
+                prefixes = [part for prefix in sorted(_prefixes) for part in ("PREFIX", prefix)]
+                connection.send_command("CLIENT", "TRACKING", "ON", "REDIRECT", client_id, "BCAST", *prefixes)
+                connection.read_response()
+            connection.send_command("SUBSCRIBE", _TRACKING_CHANNEL, CHANNEL)
+            connection.read_response()
+            connection.read_response()
+        except (OSError, redis.RedisError) as error:
+            logger.warning("Near cache: no tracking connection (%s); reading through", error)
+            connection.disconnect()
+            return False
+        # From here on the socket is read without waiting, by `_drain`; any report the
+        # client library buffered came before the first fill and is covered by the flush.
+        connection._sock.setblocking(False)
+        self._connection = connection
+        self._buffer.clear()
+        self._flush()
+        return True
+
+    def _drain(self) -> None:
+        sock = self._connection._sock
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except BlockingIOError:
+                break
+            if not chunk:
+                raise ConnectionError("closed by the server")
+            self._buffer += chunk
+        position = 0
+        while position < len(self._buffer):
+            try:
+                message, position_after = _parse(self._buffer, position)
+            except _Incomplete:
+                break
+            position = position_after
+            self._apply(message)
+        del self._buffer[:position]
+
+    def _apply(self, message: Any) -> None:
+        if not isinstance(message, list) or len(message) != 3 or message[0] != b"message":
+            return
+        channel, payload = message[1], message[2]
+        if channel == _TRACKING_CHANNEL:
+            if payload is None:  # FLUSHDB / FLUSHALL
+                self._flush()
+                return
+            for key in payload:
+                self._changed(key.decode())
+        elif payload:
+            for key in payload.decode().split("\n"):
+                self._changed(key)
+
+    def _disconnect(self) -> None:
+        if self._connection is not None:
+            self._connection.disconnect()
+            self._forget_connection()
+
+    def _forget_connection(self) -> None:
+        # After a fork the socket is the parent's: drop it without closing it for them.
+        self._connection = None
+        self._buffer.clear()
+        self._flush()
+
+
+near_cache = NearCache()
+read = near_cache.read
+
+
+def invalidate(*names: str) -> None:
+    """Tells every process that entries depending on `names` are out of date.
+
+    For answers Redis cannot see change (read from Postgres). Redis down: logged, and
+    the entries end with their lifetime, or when the processes see Redis again.
+    """
+    if not names:
+        return
+    try:
+        with redis_client.connection() as client:
+            client.publish(CHANNEL, "\n".join(names))
+    except redis_client.RedisUnavailable:
+        logger.warning("Near cache: could not announce changes to %s", ", ".join(names))
+
+
+@redis_client.on_recover
+def _after_outage() -> None:
+    # Reports may have gone missing while Redis was away (or unreachable from here).
+    near_cache.clear()
+
+
+@receiver(setting_changed)
+def _redis_changed(*, setting: str, **kwargs) -> None:
+    # Another Redis (tests point the cache elsewhere): its changes come on another connection.
+    if setting in {"CACHES", "REDIS_URL"}:
+        near_cache.reconnect()
