@@ -34,8 +34,6 @@ from typing import Any, TypeVar
 
 import redis
 from django.conf import settings
-from django.core.signals import setting_changed
-from django.dispatch import receiver
 
 from cyberlab import redis_client
 
@@ -65,37 +63,6 @@ def connection_name() -> str:
     return f"nearcache-{os.getpid()}"
 
 
-class _Incomplete(Exception):
-    """The buffer ends inside a message."""
-
-
-def _parse(buffer: bytearray, position: int) -> tuple[Any, int]:
-    """One RESP2 value from `buffer` at `position`: (value, position after it)."""
-    end = buffer.find(b"\r\n", position)
-    if end < 0:
-        raise _Incomplete
-    kind, head, position = buffer[position], bytes(buffer[position + 1 : end]), end + 2
-    if kind == ord("$"):
-        size = int(head)
-        if size < 0:
-            return None, position
-        if len(buffer) < position + size + 2:
-            raise _Incomplete
-        return bytes(buffer[position : position + size]), position + size + 2
-    if kind == ord("*"):
-        size = int(head)
-        if size < 0:
-            return None, position
-        items = []
-        for _ in range(size):
-            item, position = _parse(buffer, position)
-            items.append(item)
-        return items, position
-    if kind == ord("-"):
-        raise redis.ResponseError(head.decode(errors="replace"))
-    return head, position
-
-
 class _Entry:
     __slots__ = ("deps", "expires_at", "value")
 
@@ -115,9 +82,7 @@ class NearCache:
         self._seq = 0
         self._floor = 0
         self._touched: dict[str, int] = {}
-        self._connection: redis.Connection | None = None
-        self._buffer = bytearray()
-        self._pid = 0
+        self._connection: redis_client.RawConnection | None = None
         self._retry_at = 0.0
 
     # --- reads ---------------------------------------------------------------
@@ -218,17 +183,18 @@ class NearCache:
 
     def _sync(self) -> bool:
         """Applies every report received so far; False when entries cannot be trusted."""
-        if self._pid != os.getpid():
-            self._forget_connection()
-            self._pid = os.getpid()
+        if self._connection is not None and not self._connection.is_current():
+            self._disconnect()
+            self._retry_at = 0.0  # a fork or new settings, not a failure: connect now
         if redis_client.incident.is_down:
             self._disconnect()
             return False
         if self._connection is None and not self._connect():
             return False
         try:
-            self._drain()
-        except (OSError, ValueError, redis.RedisError) as error:
+            for message in self._connection.poll():
+                self._apply(message)
+        except (*redis_client.CONNECTION_ERRORS, ValueError) as error:
             logger.warning("Near cache: lost the tracking connection (%s); dropping every entry", error)
             self._disconnect()
             return False
@@ -239,55 +205,29 @@ class NearCache:
         if now < self._retry_at:
             return False
         self._retry_at = now + settings.REDIS_RETRY_INTERVAL
-        pool = redis_client.get_client().connection_pool
-        # The pool's connection settings, in RESP2: there a tracking report is a pub/sub
-        # message, which this module parses itself.
-        options = {k: v for k, v in pool.connection_kwargs.items() if not k.startswith("maint_notifications")}
-        connection = pool.connection_class(**{**options, "protocol": 2})
+        connection = None
         try:
-            connection.connect()
-            connection.send_command("CLIENT", "SETNAME", connection_name())
-            connection.read_response()
-            connection.send_command("CLIENT", "ID")
-            client_id = connection.read_response()
+            connection = redis_client.RawConnection()
+            connection.call(redis_client.pack("CLIENT", "SETNAME", connection_name()))
+            client_id = connection.call(redis_client.pack("CLIENT", "ID"))
             if _prefixes:
+                # Reports of changes under the prefixes, whoever makes them, sent to this
+                # very connection as messages on the tracking channel.
                 prefixes = [part for prefix in sorted(_prefixes) for part in ("PREFIX", prefix)]
-                connection.send_command("CLIENT", "TRACKING", "ON", "REDIRECT", client_id, "BCAST", *prefixes)
-                connection.read_response()
-            connection.send_command("SUBSCRIBE", _TRACKING_CHANNEL, CHANNEL)
-            connection.read_response()
-            connection.read_response()
-        except (OSError, redis.RedisError) as error:
+                connection.call(
+                    redis_client.pack("CLIENT", "TRACKING", "ON", "REDIRECT", client_id, "BCAST", *prefixes)
+                )
+            connection.call(redis_client.pack("SUBSCRIBE", _TRACKING_CHANNEL, CHANNEL))
+        except (*redis_client.CONNECTION_ERRORS, redis.RedisError) as error:
             logger.warning("Near cache: no tracking connection (%s); reading through", error)
-            connection.disconnect()
+            if connection is not None:
+                connection.close()
             return False
-        # From here on the socket is read without waiting, by `_drain`; any report the
-        # client library buffered came before the first fill and is covered by the flush.
-        connection._sock.setblocking(False)
+        # From here on the connection is only read, without waiting, by `_sync`.
+        connection.nonblocking()
         self._connection = connection
-        self._buffer.clear()
         self._flush()
         return True
-
-    def _drain(self) -> None:
-        sock = self._connection._sock
-        while True:
-            try:
-                chunk = sock.recv(65536)
-            except BlockingIOError:
-                break
-            if not chunk:
-                raise ConnectionError("closed by the server")
-            self._buffer += chunk
-        position = 0
-        while position < len(self._buffer):
-            try:
-                message, position_after = _parse(self._buffer, position)
-            except _Incomplete:
-                break
-            position = position_after
-            self._apply(message)
-        del self._buffer[:position]
 
     def _apply(self, message: Any) -> None:
         if not isinstance(message, list) or len(message) != 3 or message[0] != b"message":
@@ -305,13 +245,8 @@ class NearCache:
 
     def _disconnect(self) -> None:
         if self._connection is not None:
-            self._connection.disconnect()
-            self._forget_connection()
-
-    def _forget_connection(self) -> None:
-        # After a fork the socket is the parent's: drop it without closing it for them.
-        self._connection = None
-        self._buffer.clear()
+            self._connection.close()  # not in a forked child: the socket is the parent's
+            self._connection = None
         self._flush()
 
 
@@ -338,10 +273,3 @@ def invalidate(*names: str) -> None:
 def _after_outage() -> None:
     # Reports may have gone missing while Redis was away (or unreachable from here).
     near_cache.clear()
-
-
-@receiver(setting_changed)
-def _redis_changed(*, setting: str, **kwargs) -> None:
-    # Another Redis (tests point the cache elsewhere): its changes come on another connection.
-    if setting in {"CACHES", "REDIS_URL"}:
-        near_cache.reconnect()

@@ -26,6 +26,7 @@ per outage says limits are off.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import secrets
@@ -77,8 +78,8 @@ result[1] = admitted
 return result
 """
 
-_script_lock = threading.Lock()
-_script: redis.commands.core.Script | None = None
+_HIT_SHA = hashlib.sha1(_HIT_SCRIPT.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
+_local = threading.local()
 _warned_outage: float | None = None
 
 
@@ -137,8 +138,7 @@ def hit(buckets: Sequence[Bucket]) -> Decision | None:
     for bucket in buckets:
         args += [bucket.rate.limit, max(1, round(bucket.rate.window * 1_000_000))]
     try:
-        with redis_client.connection() as client:
-            raw = _hit_script()(keys=[b.key for b in buckets], args=args, client=client)
+        raw = _run_hit_script(keys=[b.key for b in buckets], args=args)
     except redis_client.RedisUnavailable:
         _warn_fail_open()
         return None
@@ -187,15 +187,38 @@ def reset_seconds(usage: Usage) -> int:
     return math.ceil(usage.reset)
 
 
-def _hit_script() -> redis.commands.core.Script:
-    # Script runs EVALSHA and reloads the body itself after a Redis restart emptied the
-    # script cache, so a decision stays one round trip in the steady state.
-    global _script
-    if _script is None:
-        with _script_lock:
-            if _script is None:
-                _script = redis_client.get_client().register_script(_HIT_SCRIPT)
-    return _script
+def _run_hit_script(*, keys: list[str], args: list) -> list:
+    """EVALSHA of the hit script: one round trip, on this thread's own connection.
+
+    Every API request makes this call, so it bypasses the client library's command
+    layers, which cost more than twice the socket work (see `redis_client.RawConnection`).
+    A connection that fails is dropped and the call tried once more on a fresh one (Redis
+    may have closed an idle connection); a Redis whose script cache was emptied gets the
+    script again.
+    """
+    command = redis_client.pack("EVALSHA", _HIT_SHA, len(keys), *keys, *args)
+    with redis_client.connection():
+        for attempt in (1, 2):
+            connection = _connection()
+            try:
+                try:
+                    return connection.call(command)
+                except redis.exceptions.NoScriptError:
+                    connection.call(redis_client.pack("SCRIPT", "LOAD", _HIT_SCRIPT))
+                    return connection.call(command)
+            except redis_client.CONNECTION_ERRORS:
+                _local.connection = None
+                connection.close()
+                if attempt == 2:
+                    raise
+    raise AssertionError("unreachable")
+
+
+def _connection() -> redis_client.RawConnection:
+    connection = getattr(_local, "connection", None)
+    if connection is None or not connection.is_current():
+        connection = _local.connection = redis_client.RawConnection()
+    return connection
 
 
 def _warn_fail_open() -> None:

@@ -5,7 +5,7 @@ import time
 import pytest
 from django.test import override_settings
 
-from cyberlab import ratelimit
+from cyberlab import ratelimit, redis_client
 from cyberlab.ratelimit import Bucket, Rate
 from tests.conftest import dead_redis_caches
 
@@ -135,3 +135,17 @@ def test_rates_are_read_like_drf_with_an_optional_multiplier(text, expected):
 
     assert parse_rate(text) == expected
     assert parse_rate("none") is None
+
+
+def test_a_connection_redis_closed_is_replaced_without_failing_open(redis):
+    # given the limiter's connection, closed by Redis (a restart, an idle timeout)
+    target = bucket("reconnect", limit=5)
+    ratelimit.hit([target])
+    for client in redis.client_list():
+        if client["cmd"] == "evalsha":
+            redis.client_kill_filter(_id=client["id"])
+    # when / then: the next request is still counted, and no outage is declared
+    decision = ratelimit.hit([target])
+    assert decision is not None and decision.admitted
+    assert redis.zcard(target.key) == 2
+    assert not redis_client.incident.is_down
