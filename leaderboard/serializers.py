@@ -1,11 +1,6 @@
 from rest_framework import serializers
 
 
-class StandingsQuerySerializer(serializers.Serializer):
-    limit = serializers.IntegerField(min_value=1, required=False)
-    offset = serializers.IntegerField(min_value=0, required=False, default=0)
-
-
 class StandingSerializer(serializers.Serializer):
     rank = serializers.IntegerField()
     user_id = serializers.IntegerField()
