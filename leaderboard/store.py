@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import datetime
 import secrets
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -619,13 +620,28 @@ class Snapshot:
 
 
 def snapshot_read() -> Snapshot:
+    """The snapshot, whether a solve marked it stale, and its time left.
+
+    Kept in the near cache until the snapshot or the stale mark change (a new snapshot,
+    a solve, the key expiring); the time left is counted down in memory meanwhile.
+    """
+    body, stale, expires_at = nearcache.read(
+        snapshot_key(), _snapshot_read, deps=(snapshot_key(), stale_key())
+    )
+    if expires_at is None:
+        return Snapshot(body=body, stale=stale, ttl_ms=-1)
+    return Snapshot(body=body, stale=stale, ttl_ms=max(0, int((expires_at - time.monotonic()) * 1000)))
+
+
+def _snapshot_read() -> tuple[bytes | None, bool, float | None]:
     with redis_client.connection() as client:
         pipe = client.pipeline(transaction=False)
         pipe.get(snapshot_key())
         pipe.exists(stale_key())
         pipe.pttl(snapshot_key())
         body, stale, ttl_ms = pipe.execute()
-    return Snapshot(body=body, stale=bool(stale), ttl_ms=int(ttl_ms))
+    expires_at = time.monotonic() + int(ttl_ms) / 1000 if int(ttl_ms) >= 0 else None
+    return body, bool(stale), expires_at
 
 
 def snapshot_write(*, body: bytes, ttl: int) -> None:

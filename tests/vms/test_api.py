@@ -9,7 +9,7 @@ import redis.connection
 from django.test import override_settings
 from rest_framework.test import APIClient
 
-from cyberlab import ratelimit
+from cyberlab import ratelimit, redis_client
 from tests.factories import UserFactory
 from tests.vms.support import machine_lab
 from vms import services
@@ -83,21 +83,45 @@ def test_status_read_from_redis_makes_no_query_and_at_most_two_round_trips(
     client = APIClient()
     client.force_authenticate(user)
     sent = []
-    original = redis.connection.AbstractConnection.send_packed_command
+    packed = redis.connection.AbstractConnection.send_packed_command
+    raw = redis_client.RawConnection.call
 
-    def counting(self, command, check_health=True):
+    def counting_packed(self, command, check_health=True):
+        sent.append(b"".join(command) if isinstance(command, list | tuple) else command)
+        return packed(self, command, check_health)
+
+    def counting_raw(self, command):
         sent.append(command)
-        return original(self, command, check_health)
+        return raw(self, command)
 
-    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counting)
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counting_packed)
+    monkeypatch.setattr(redis_client.RawConnection, "call", counting_raw)
     # when
     with django_assert_num_queries(0):
         response = client.get(url(lab))
     # then one round trip for the rate limit, one for the state
     assert response.status_code == 200
     assert response.json()["status"] == "running"
-    assert len(sent) <= 2
-    assert any(b"HGETALL" in b"".join(command) for command in sent)
+    assert len(sent) == 2
+    assert any(b"HGETALL" in command for command in sent)
+    # and the next status read finds the state in the near cache: the rate limit's only
+    sent.clear()
+    with django_assert_num_queries(0):
+        assert client.get(url(lab)).json()["status"] == "running"
+    assert len(sent) == 1
+    assert b"EVALSHA" in sent[0]
+
+
+def test_a_status_read_after_the_worker_changed_the_state_shows_the_change(
+    fake_provider, user, learner_client
+):
+    # given a learner who saw their machine provisioning
+    lab = machine_lab()
+    session = learner_client.post(url(lab)).json()["session_id"]
+    assert learner_client.get(url(lab)).json()["status"] == "provisioning"
+    # when the worker brings it up, then the very next read shows it running
+    services.vm_provision(session_id=session)
+    assert learner_client.get(url(lab)).json()["status"] == "running"
 
 
 def test_stop_answers_202_and_the_machine_goes(fake_provider, user, learner_client, redis):
