@@ -15,6 +15,8 @@ from rest_framework.test import APIClient
 from rest_framework.views import APIView
 
 from cyberlab import ratelimit
+from cyberlab.accounts.services import token_for
+from cyberlab.nearcache import near_cache
 from cyberlab.urls import urlpatterns as project_urlpatterns
 from tests.conftest import dead_redis_caches
 from tests.factories import UserFactory
@@ -302,3 +304,43 @@ def test_the_flag_endpoint_counts_only_wrong_answers_end_to_end(learner_client):
     assert [r["RateLimit-Remaining"] for r in wrong] == ["2", "1", "0"]
     assert refused.status_code == 429
     assert int(refused["Retry-After"]) > 0
+
+
+def test_a_token_request_is_counted_once_and_its_token_read_once(user, redis, django_assert_num_queries):
+    # given a script with a token, whose decision the middleware sends before the view
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(user=user)}")
+    client.get(reverse("auth-me"))  # fills the cached profile
+    redis.delete(ratelimit.key(scope="user", ident=str(user.pk)))
+    near_cache.clear()
+    # when: one lookup serves the limiter and the view's authentication
+    with django_assert_num_queries(1):
+        response = client.get(reverse("auth-me"))
+    # then the request counted once, in the learner's bucket
+    assert response.status_code == 200
+    assert response["RateLimit-Remaining"] == "99"
+    assert redis.zcard(ratelimit.key(scope="user", ident=str(user.pk))) == 1
+
+
+def test_a_request_refused_before_its_throttle_does_not_count(api_client, redis):
+    # given a signed-out client, whose decision is sent before the view runs
+    bucket = ratelimit.key(scope="anon", ident="127.0.0.1")
+    # when the view refuses it first (signed-in only), then nothing stays counted
+    assert api_client.get(reverse("my-vms")).status_code in {401, 403}
+    assert redis.zcard(bucket) == 0
+    # while a request that reaches its throttle counts
+    assert api_client.get(reverse("course-list")).status_code == 200
+    assert redis.zcard(bucket) == 1
+
+
+def test_an_invalid_token_is_refused_and_not_counted(api_client, redis):
+    api_client.credentials(HTTP_AUTHORIZATION="Token " + "0" * 40)
+    assert api_client.get(reverse("auth-me")).status_code in {401, 403}
+    assert redis.keys("ratelimit:*") == []
+
+
+def test_over_the_limit_a_token_request_gets_429(user, settings):
+    settings.THROTTLE_RATES = {**RATES, "user": "2/min"}
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(user=user)}")
+    assert [client.get(reverse("auth-me")).status_code for _ in range(3)] == [200, 200, 429]

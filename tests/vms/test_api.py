@@ -10,6 +10,7 @@ from django.test import override_settings
 from rest_framework.test import APIClient
 
 from cyberlab import ratelimit, redis_client
+from cyberlab.accounts.services import token_for
 from tests.factories import UserFactory
 from tests.vms.support import machine_lab
 from vms import services
@@ -76,15 +77,16 @@ def test_status_without_a_machine_is_a_404(fake_provider, learner_client):
 def test_status_read_from_redis_makes_no_query_and_at_most_two_round_trips(
     fake_provider, user, django_assert_num_queries, monkeypatch
 ):
-    # given a running machine, and a client authenticated without a database lookup
+    # given a running machine, and a script whose token is already known to the process
     lab = machine_lab()
     session = services.vm_start(user=user, lab=lab).state["session_id"]
     services.vm_provision(session_id=session)
     client = APIClient()
-    client.force_authenticate(user)
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(user=user)}")
+    client.get("/api/v1/vms/")
     sent = []
     packed = redis.connection.AbstractConnection.send_packed_command
-    raw = redis_client.RawConnection.call
+    raw = redis_client.RawConnection.send
 
     def counting_packed(self, command, check_health=True):
         sent.append(b"".join(command) if isinstance(command, list | tuple) else command)
@@ -95,7 +97,7 @@ def test_status_read_from_redis_makes_no_query_and_at_most_two_round_trips(
         return raw(self, command)
 
     monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counting_packed)
-    monkeypatch.setattr(redis_client.RawConnection, "call", counting_raw)
+    monkeypatch.setattr(redis_client.RawConnection, "send", counting_raw)
     # when
     with django_assert_num_queries(0):
         response = client.get(url(lab))
