@@ -1,5 +1,6 @@
 """The `leaderboard/` endpoints: thin views over the leaderboard selectors."""
 
+import json
 from urllib.parse import urlencode
 
 from django.conf import settings
@@ -80,14 +81,26 @@ def _page_link(request, limit: int, offset: int) -> str:
 
 
 def _page_body(request, page: selectors.StandingsPage, limit: int, offset: int) -> dict:
-    following = _page_link(request, limit, offset + limit) if offset + limit < page.count else None
-    previous = _page_link(request, limit, max(0, offset - limit)) if offset > 0 else None
+    following, previous = _page_links(request, page.count, limit, offset)
     return {
         "count": page.count,
         "next": following,
         "previous": previous,
         "results": [standing.as_dict() for standing in page.results],
     }
+
+
+def _page_links(request, count: int, limit: int, offset: int) -> tuple[str | None, str | None]:
+    following = _page_link(request, limit, offset + limit) if offset + limit < count else None
+    previous = _page_link(request, limit, max(0, offset - limit)) if offset > 0 else None
+    return following, previous
+
+
+def _page_response(request, count: int, results: bytes, limit: int, offset: int) -> HttpResponse:
+    """A page whose standings are already JSON: the envelope is all that is written."""
+    following, previous = _page_links(request, count, limit, offset)
+    head = json.dumps({"count": count, "next": following, "previous": previous}, separators=(",", ":"))
+    return HttpResponse(b'%s,"results":%s}' % (head[:-1].encode(), results), content_type="application/json")
 
 
 class LeaderboardApi(APIView):
@@ -105,17 +118,17 @@ class LeaderboardApi(APIView):
             )
             return HttpResponse(body, content_type="application/json")
         limit = limit or settings.API_PAGE_SIZE
-        page = selectors.leaderboard_page(
+        count, results = selectors.leaderboard_page_json(
             board=Board.all_time(), limit=limit, offset=offset, postgres_only=_postgres_only(request)
         )
-        return Response(_page_body(request, page, limit, offset))
+        return _page_response(request, count, results, limit, offset)
 
 
 class LeaderboardMeApi(APIView):
     @extend_schema(responses={200: MyStandingSerializer})
     def get(self, request):
-        standing = selectors.leaderboard_me(user=request.user, postgres_only=_postgres_only(request))
-        return Response(standing.as_dict())
+        body = selectors.leaderboard_me_json(user=request.user, postgres_only=_postgres_only(request))
+        return HttpResponse(body, content_type="application/json")
 
 
 class LeaderboardCourseApi(APIView):

@@ -17,8 +17,9 @@ from typing import TypeVar
 from django.conf import settings
 from django.db.models import Max, Q, QuerySet, Sum, Value
 from django.db.models.functions import Coalesce, NullIf, TruncSecond
+from rest_framework.utils.encoders import JSONEncoder
 
-from cyberlab import redis_client
+from cyberlab import nearcache, redis_client
 from cyberlab.accounts.models import User
 from labs.models import Solve
 from leaderboard import services, store
@@ -182,19 +183,91 @@ def leaderboard_me(
     board = board or Board.all_time()
     radius = settings.LEADERBOARD_AROUND if radius is None else radius
     if not postgres_only:
-        found = _live(lambda: store.around(board=board.key, user_id=user.pk, radius=radius))
+        found = _live(lambda: _live_me(board, user, radius))
         if found is not None:
-            count, rank, start, rows = found
-            if rank is None:
-                return MyStanding(
-                    rank=None, points=_points_off_board(board, user), last_scored_at=None, count=count
-                )
-            around = _standings(rows, start + 1)
-            me = around[rank - start]
-            return MyStanding(
-                rank=rank + 1, points=me.points, last_scored_at=me.last_scored_at, count=count, around=around
-            )
+            return found
     return _postgres_me(board, user, radius)
+
+
+def _live_me(board: Board, user: User, radius: int) -> MyStanding | None:
+    """My standing from the live board; None when it is not built."""
+    found = store.around(board=board.key, user_id=user.pk, radius=radius)
+    if found is None:
+        return None
+    count, rank, start, rows = found
+    if rank is None:
+        return MyStanding(rank=None, points=_points_off_board(board, user), last_scored_at=None, count=count)
+    around = _standings(rows, start + 1)
+    me = around[rank - start]
+    return MyStanding(
+        rank=rank + 1, points=me.points, last_scored_at=me.last_scored_at, count=count, around=around
+    )
+
+
+def leaderboard_page_json(
+    *, board: Board, limit: int, offset: int = 0, postgres_only: bool = False
+) -> tuple[int, bytes]:
+    """`leaderboard_page` as (count, the standings as a JSON array).
+
+    The live page is kept rendered in the near cache until the board changes, so the
+    most read answer costs no work per request.
+    """
+    if not postgres_only:
+
+        def render() -> tuple[int, bytes] | None:
+            found = store.page(board=board.key, start=offset, stop=offset + limit - 1)
+            if found is None:
+                return None
+            count, rows = found
+            return count, _standings_json(_standings(rows, offset + 1))
+
+        found = _live(
+            lambda: nearcache.read(
+                f"{board.key}:page:{offset}:{limit}:json",
+                render,
+                deps=store.board_deps(board.key),
+                keep=lambda rendered: rendered is not None,
+            )
+        )
+        if found is not None:
+            return found
+    page = _postgres_page(board, limit, offset)
+    return page.count, _standings_json(page.results)
+
+
+def leaderboard_me_json(*, user: User, postgres_only: bool = False) -> bytes:
+    """`leaderboard_me` on the global board as its JSON body.
+
+    Kept rendered in the near cache until the board changes, for a learner on the live
+    board (one off it is answered with their points from Postgres, never kept).
+    """
+    board, radius = Board.all_time(), settings.LEADERBOARD_AROUND
+    if not postgres_only:
+
+        def render() -> tuple[bool, bytes] | None:
+            standing = _live_me(board, user, radius)
+            return None if standing is None else (standing.rank is not None, _json(standing.as_dict()))
+
+        found = _live(
+            lambda: nearcache.read(
+                f"{board.key}:me:{user.pk}:{radius}:json",
+                render,
+                deps=store.board_deps(board.key),
+                keep=lambda rendered: rendered is not None and rendered[0],
+            )
+        )
+        if found is not None:
+            return found[1]
+    return _json(_postgres_me(board, user, radius).as_dict())
+
+
+def _standings_json(standings: list[Standing]) -> bytes:
+    return _json([standing.as_dict() for standing in standings])
+
+
+def _json(value) -> bytes:
+    """As DRF's JSON renderer writes it."""
+    return json.dumps(value, cls=JSONEncoder, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def _timestamp(moment: datetime.datetime) -> str:

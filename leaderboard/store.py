@@ -553,9 +553,14 @@ def page(*, board: str, start: int, stop: int) -> tuple[int, list[Row]] | None:
     return nearcache.read(
         f"{board}:page:{start}:{stop}",
         lambda: _page(board, start, stop),
-        deps=(cursor_key(), board, names_key()),
+        deps=board_deps(board),
         keep=lambda found: found is not None,
     )
+
+
+def board_deps(board: str) -> tuple[str, ...]:
+    """The keys a read of `board` depends on, for the near cache."""
+    return (cursor_key(), board, names_key())
 
 
 def _page(board: str, start: int, stop: int) -> tuple[int, list[Row]] | None:
@@ -593,7 +598,7 @@ def around(*, board: str, user_id: int, radius: int) -> tuple[int, int | None, i
     return nearcache.read(
         f"{board}:around:{user_id}:{radius}",
         lambda: _around(board, user_id, radius),
-        deps=(cursor_key(), board, names_key()),
+        deps=board_deps(board),
         keep=lambda found: found is not None,
     )
 
