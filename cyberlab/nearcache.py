@@ -83,6 +83,7 @@ class NearCache:
         self._floor = 0
         self._touched: dict[str, int] = {}
         self._connection: redis_client.RawConnection | None = None
+        self._failing = False
         self._retry_at = 0.0
 
     # --- reads ---------------------------------------------------------------
@@ -219,10 +220,15 @@ class NearCache:
                 )
             connection.call(redis_client.pack("SUBSCRIBE", _TRACKING_CHANNEL, CHANNEL))
         except (*redis_client.CONNECTION_ERRORS, redis.RedisError) as error:
-            logger.warning("Near cache: no tracking connection (%s); reading through", error)
+            # Once per failure streak: a Redis that refuses tracking (an old server, a
+            # managed one without CLIENT) is retried every interval, quietly.
+            log = logger.debug if self._failing else logger.warning
+            log("Near cache: no tracking connection (%s); reading through", error)
+            self._failing = True
             if connection is not None:
                 connection.close()
             return False
+        self._failing = False
         # From here on the connection is only read, without waiting, by `_sync`.
         connection.nonblocking()
         self._connection = connection

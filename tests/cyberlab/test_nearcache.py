@@ -8,6 +8,7 @@ import time
 import pytest
 from django.conf import settings
 from django.test import override_settings
+from redis import ResponseError
 
 from cyberlab import nearcache, redis_client
 from cyberlab.nearcache import near_cache
@@ -214,3 +215,26 @@ def test_a_tracking_connection_closed_by_the_server_drops_everything(redis):
     redis.set("nctest:value", "two")  # a change nobody reported to this process
     # then nothing is served from memory until a new connection is tracking
     assert loader.read() == b"two"
+
+
+def test_a_redis_that_refuses_tracking_is_read_through_and_warned_about_once(redis, monkeypatch, caplog):
+    # given a Redis that refuses the tracking command (an old or locked-down server)
+    real = redis_client.RawConnection.call
+
+    def refusing(self, command):
+        if b"TRACKING" in command:
+            raise ResponseError("ERR unknown command 'CLIENT TRACKING'")
+        return real(self, command)
+
+    monkeypatch.setattr(redis_client.RawConnection, "call", refusing)
+    near_cache.reconnect()
+    redis.set("nctest:value", "one")
+    loader = Loader(redis)
+    # when
+    with override_settings(REDIS_RETRY_INTERVAL=0):
+        values = [loader.read() for _ in range(3)]
+    # then every read goes to Redis, and one warning says so
+    assert values == [b"one"] * 3
+    assert loader.calls == 3
+    warnings = [r for r in caplog.records if r.name == "cyberlab.nearcache" and r.levelname == "WARNING"]
+    assert len(warnings) == 1
