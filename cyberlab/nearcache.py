@@ -7,12 +7,13 @@ and Redis tells every process when one is no longer true:
 
 * each process opens one extra connection, asks Redis to report every change to the key
   prefixes apps registered with `track_prefix()` (`CLIENT TRACKING ... BCAST`, redirected
-  to itself) and subscribes to those reports, and to `CHANNEL`, where `invalidate()`
-  publishes changes Redis cannot see (an answer built from Postgres);
+  to itself) and subscribes to those reports; `invalidate()` announces changes Redis
+  cannot see (an answer built from Postgres) by writing a marker key under `nearcache:`;
 * before every near-cache read the process drains that connection without waiting, so
-  an entry is never served after its change reached this process: a write acknowledged
-  to its writer has already been reported to every tracking connection, so the writer's
-  next request, on any node, sees it;
+  an entry is never served after its change reached this process. Redis writes a
+  broadcast report to the tracking connections before it writes the writer's reply
+  (both leave in the same pass of its event loop), so the writer's next request, on
+  any node, sees the change;
 * a read that raced a change is not stored: a ticket taken before the load must still be
   newer than every report about the entry's keys when it comes back.
 
@@ -41,13 +42,15 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-CHANNEL = "nearcache:invalidate"
+# `invalidate(name)` writes the key `nearcache:{name}`: its report reaches every process
+# like any other, and in the same order relative to the writer's reply.
+NAMES_PREFIX = "nearcache:"
 _TRACKING_CHANNEL = b"__redis__:invalidate"
 _MISSING = object()
 # How many per-key change records are kept for tickets before they are summarised.
 _TOUCHED_LIMIT = 10_000
 
-_prefixes: set[str] = set()
+_prefixes: set[str] = {NAMES_PREFIX}
 
 
 def track_prefix(*prefixes: str) -> None:
@@ -133,6 +136,7 @@ class NearCache:
         with self._lock:
             self._disconnect()
             self._retry_at = 0.0
+            self._failing = False
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -218,7 +222,7 @@ class NearCache:
                 connection.call(
                     redis_client.pack("CLIENT", "TRACKING", "ON", "REDIRECT", client_id, "BCAST", *prefixes)
                 )
-            connection.call(redis_client.pack("SUBSCRIBE", _TRACKING_CHANNEL, CHANNEL))
+            connection.call(redis_client.pack("SUBSCRIBE", _TRACKING_CHANNEL))
         except (*redis_client.CONNECTION_ERRORS, redis.RedisError) as error:
             # Once per failure streak: a Redis that refuses tracking (an old server, a
             # managed one without CLIENT) is retried every interval, quietly.
@@ -238,16 +242,20 @@ class NearCache:
     def _apply(self, message: Any) -> None:
         if not isinstance(message, list) or len(message) != 3 or message[0] != b"message":
             return
-        channel, payload = message[1], message[2]
-        if channel == _TRACKING_CHANNEL:
-            if payload is None:  # FLUSHDB / FLUSHALL
-                self._flush()
-                return
-            for key in payload:
-                self._changed(key.decode())
-        elif payload:
-            for key in payload.decode().split("\n"):
-                self._changed(key)
+        if message[1] != _TRACKING_CHANNEL:
+            return
+        if message[2] is None:  # FLUSHDB / FLUSHALL
+            self._flush()
+            return
+        for raw in message[2]:
+            key = raw.decode()
+            self._changed(key.removeprefix(NAMES_PREFIX))
+
+    def changed_here(self, names: Iterable[str]) -> None:
+        """Applies changes this process made, without waiting for their report."""
+        with self._lock:
+            for name in names:
+                self._changed(name)
 
     def _disconnect(self) -> None:
         if self._connection is not None:
@@ -263,14 +271,21 @@ read = near_cache.read
 def invalidate(*names: str) -> None:
     """Tells every process that entries depending on `names` are out of date.
 
-    For answers Redis cannot see change (read from Postgres). Redis down: logged, and
-    the entries end with their lifetime, or when the processes see Redis again.
+    For answers Redis cannot see change (read from Postgres). It writes `nearcache:{name}`
+    (a short-lived marker), whose report every process receives like any other; this
+    process applies it at once. Redis down: logged, and the other processes' entries end
+    with their lifetime, or when they see Redis again.
     """
     if not names:
         return
+    near_cache.changed_here(names)
+    lifetime_ms = max(1000, int(settings.NEAR_CACHE_TTL * 2000))
     try:
         with redis_client.connection() as client:
-            client.publish(CHANNEL, "\n".join(names))
+            pipe = client.pipeline(transaction=False)
+            for name in names:
+                pipe.set(f"{NAMES_PREFIX}{name}", 1, px=lifetime_ms)
+            pipe.execute()
     except redis_client.RedisUnavailable:
         logger.warning("Near cache: could not announce changes to %s", ", ".join(names))
 

@@ -104,6 +104,21 @@ def test_invalidate_reaches_entries_built_from_elsewhere(redis):
     assert len(loads) == 2
 
 
+def test_an_announcement_from_another_process_reaches_this_one(redis):
+    # given an entry built from elsewhere, held in memory
+    loads = []
+
+    def read():
+        return nearcache.read("nctest:row", lambda: loads.append(1) or len(loads), deps=["auth:user:7"])
+
+    read()
+    # when another process announces a change (it writes the marker key)
+    other = redis.from_url(settings.REDIS_URL)
+    other.set(f"{nearcache.NAMES_PREFIX}auth:user:7", 1, px=1000)
+    # then the next read here builds it again
+    assert read() == 2
+
+
 def test_deps_may_come_from_the_loaded_value(redis):
     loads = []
 
@@ -238,3 +253,21 @@ def test_a_redis_that_refuses_tracking_is_read_through_and_warned_about_once(red
     assert loader.calls == 3
     warnings = [r for r in caplog.records if r.name == "cyberlab.nearcache" and r.levelname == "WARNING"]
     assert len(warnings) == 1
+
+
+@pytest.mark.parametrize("write", ["set", "script", "announce"])
+def test_a_change_is_seen_by_the_very_next_read_every_time(redis, write):
+    # Redis sends a change's report before the writer's reply: a read right after the
+    # write never serves the old value, whatever the timing (500 rounds).
+    stale = 0
+    for round_ in range(500):
+        nearcache.read("nctest:round", lambda r=round_: r, deps=["nctest:round"])
+        if write == "set":
+            redis.set("nctest:round", round_)
+        elif write == "script":
+            redis.eval("return redis.call('SET', KEYS[1], ARGV[1])", 1, "nctest:round", round_)
+        else:
+            nearcache.invalidate("nctest:round")
+        if nearcache.read("nctest:round", lambda: "fresh", deps=["nctest:round"]) != "fresh":
+            stale += 1
+    assert stale == 0
