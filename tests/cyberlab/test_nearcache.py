@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import time
 
 import pytest
@@ -242,6 +243,10 @@ def test_a_redis_that_refuses_tracking_is_read_through_and_warned_about_once(red
         return real(self, command)
 
     monkeypatch.setattr(redis_client.RawConnection, "call", refusing)
+    # (a Celery worker started earlier in the run may have disabled existing loggers)
+    monkeypatch.setattr(nearcache.logger, "disabled", False)
+    monkeypatch.setattr(nearcache.logger, "propagate", True)
+    caplog.set_level(logging.WARNING, logger="cyberlab.nearcache")
     near_cache.reconnect()
     redis.set("nctest:value", "one")
     loader = Loader(redis)
