@@ -17,7 +17,7 @@ and Redis tells every process when one is no longer true:
 * a read that raced a change is not stored: a ticket taken before the load must still be
   newer than every report about the entry's keys when it comes back.
 
-Entries also expire after `NEAR_CACHE_TTL` (or less, per read) whatever happens. When the
+Entries also expire after `NEAR_CACHE_TTL` whatever happens. When the
 tracking connection is lost (Redis restarted, flushed, or hung) every entry is dropped
 and reads go to Redis until it answers again; so is everything when the process sees a
 Redis outage end, since a change may have gone unreported meanwhile. One process's entries
@@ -46,7 +46,6 @@ T = TypeVar("T")
 # like any other, and in the same order relative to the writer's reply.
 NAMES_PREFIX = "nearcache:"
 _TRACKING_CHANNEL = b"__redis__:invalidate"
-_MISSING = object()
 # How many per-key change records are kept for tickets before they are summarised.
 _TOUCHED_LIMIT = 10_000
 
@@ -97,7 +96,6 @@ class NearCache:
         load: Callable[[], T],
         *,
         deps: Iterable[str] | Callable[[T], Iterable[str]],
-        ttl: float | None = None,
         keep: Callable[[T], bool] | None = None,
     ) -> T:
         """The entry `name`, or what `load()` returns, kept until one of `deps` changes.
@@ -120,7 +118,7 @@ class NearCache:
         value = load()
         if tracking and (keep is None or keep(value)):
             keys = tuple(deps(value) if callable(deps) else deps)
-            lifetime = settings.NEAR_CACHE_TTL if ttl is None else min(ttl, settings.NEAR_CACHE_TTL)
+            lifetime = settings.NEAR_CACHE_TTL
             with self._lock:
                 if lifetime > 0 and self._sync() and self._fresh(keys, ticket):
                     self._store(name, _Entry(value, keys, time.monotonic() + lifetime))
@@ -215,13 +213,12 @@ class NearCache:
             connection = redis_client.RawConnection()
             connection.call(redis_client.pack("CLIENT", "SETNAME", connection_name()))
             client_id = connection.call(redis_client.pack("CLIENT", "ID"))
-            if _prefixes:
-                # Reports of changes under the prefixes, whoever makes them, sent to this
-                # very connection as messages on the tracking channel.
-                prefixes = [part for prefix in sorted(_prefixes) for part in ("PREFIX", prefix)]
-                connection.call(
-                    redis_client.pack("CLIENT", "TRACKING", "ON", "REDIRECT", client_id, "BCAST", *prefixes)
-                )
+            # Reports of changes under the prefixes, whoever makes them, sent to this very
+            # connection as messages on the tracking channel.
+            prefixes = [part for prefix in sorted(_prefixes) for part in ("PREFIX", prefix)]
+            connection.call(
+                redis_client.pack("CLIENT", "TRACKING", "ON", "REDIRECT", client_id, "BCAST", *prefixes)
+            )
             connection.call(redis_client.pack("SUBSCRIBE", _TRACKING_CHANNEL))
         except (*redis_client.CONNECTION_ERRORS, redis.RedisError) as error:
             # Once per failure streak: a Redis that refuses tracking (an old server, a

@@ -281,7 +281,7 @@ class RawConnection:
         self._sock.setblocking(False)
 
     def close(self) -> None:
-        if self.is_current():
+        if self.pid == os.getpid():  # in a forked child the socket is the parent's
             self._connection.disconnect()
 
     def _receive(self) -> None:

@@ -8,7 +8,7 @@ from django.http import HttpResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.exceptions import ValidationError
 from rest_framework.permissions import BasePermission, IsAuthenticated
-from rest_framework.response import Response
+from rest_framework.utils.encoders import JSONEncoder
 from rest_framework.views import APIView
 
 from labs.selectors import course_get_for_user
@@ -80,26 +80,20 @@ def _page_link(request, limit: int, offset: int) -> str:
     return f"{request.build_absolute_uri(request.path)}?{urlencode(sorted(params.lists()), doseq=True)}"
 
 
-def _page_body(request, page: selectors.StandingsPage, limit: int, offset: int) -> dict:
-    following, previous = _page_links(request, page.count, limit, offset)
-    return {
-        "count": page.count,
-        "next": following,
-        "previous": previous,
-        "results": [standing.as_dict() for standing in page.results],
-    }
-
-
 def _page_links(request, count: int, limit: int, offset: int) -> tuple[str | None, str | None]:
     following = _page_link(request, limit, offset + limit) if offset + limit < count else None
     previous = _page_link(request, limit, max(0, offset - limit)) if offset > 0 else None
     return following, previous
 
 
-def _page_response(request, count: int, results: bytes, limit: int, offset: int) -> HttpResponse:
-    """A page whose standings are already JSON: the envelope is all that is written."""
+def _page_response(request, board: Board, limit: int, offset: int, **extra) -> HttpResponse:
+    """A page of `board`, whose standings come already JSON: only the envelope is written."""
+    count, results = selectors.leaderboard_page_json(
+        board=board, limit=limit, offset=offset, postgres_only=_postgres_only(request)
+    )
     following, previous = _page_links(request, count, limit, offset)
-    head = json.dumps({"count": count, "next": following, "previous": previous}, separators=(",", ":"))
+    envelope = {"count": count, "next": following, "previous": previous, **extra}
+    head = json.dumps(envelope, cls=JSONEncoder, separators=(",", ":"), ensure_ascii=False)
     return HttpResponse(b'%s,"results":%s}' % (head[:-1].encode(), results), content_type="application/json")
 
 
@@ -117,11 +111,7 @@ class LeaderboardApi(APIView):
                 postgres_only=_postgres_only(request), defer=run_after_response
             )
             return HttpResponse(body, content_type="application/json")
-        limit = limit or settings.API_PAGE_SIZE
-        count, results = selectors.leaderboard_page_json(
-            board=Board.all_time(), limit=limit, offset=offset, postgres_only=_postgres_only(request)
-        )
-        return _page_response(request, count, results, limit, offset)
+        return _page_response(request, Board.all_time(), limit or settings.API_PAGE_SIZE, offset)
 
 
 class LeaderboardMeApi(APIView):
@@ -138,11 +128,7 @@ class LeaderboardCourseApi(APIView):
     def get(self, request, slug: str):
         course = course_get_for_user(user=request.user, slug=slug)
         limit, offset = _page_query(request)
-        limit = limit or settings.API_PAGE_SIZE
-        page = selectors.leaderboard_page(
-            board=Board.course(course.pk), limit=limit, offset=offset, postgres_only=_postgres_only(request)
-        )
-        return Response(_page_body(request, page, limit, offset))
+        return _page_response(request, Board.course(course.pk), limit or settings.API_PAGE_SIZE, offset)
 
 
 class LeaderboardWeeklyApi(APIView):
@@ -153,9 +139,5 @@ class LeaderboardWeeklyApi(APIView):
     @extend_schema(parameters=PAGE_PARAMETERS, responses={200: WeeklyPageSerializer})
     def get(self, request):
         limit, offset = _page_query(request)
-        limit = limit or settings.API_PAGE_SIZE
         board = Board.weekly()
-        page = selectors.leaderboard_page(
-            board=board, limit=limit, offset=offset, postgres_only=_postgres_only(request)
-        )
-        return Response({**_page_body(request, page, limit, offset), "since": board.since})
+        return _page_response(request, board, limit or settings.API_PAGE_SIZE, offset, since=board.since)

@@ -6,6 +6,9 @@ class LeaderboardConfig(AppConfig):
 
     def ready(self) -> None:
         from cyberlab import nearcache
-        from leaderboard import receivers, store  # noqa: F401 -- connects the signal receivers
+        from leaderboard import (
+            receivers,  # noqa: F401 -- connects the signal receivers
+            store,
+        )
 
         nearcache.track_prefix(*store.NEAR_CACHE_PREFIXES)

@@ -209,8 +209,8 @@ def leaderboard_page_json(
 ) -> tuple[int, bytes]:
     """`leaderboard_page` as (count, the standings as a JSON array).
 
-    The live page is kept rendered in the near cache until the board changes, so the
-    most read answer costs no work per request.
+    The live page is kept rendered in the near cache until one of the keys it was read
+    from changes (`store.board_deps`), so the most read answer costs no work per request.
     """
     if not postgres_only:
 

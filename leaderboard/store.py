@@ -543,27 +543,14 @@ def _rows(flat: list, names: list) -> list[Row]:
     return [_row(flat[index], float(flat[index + 1]), names[index // 2]) for index in range(0, len(flat), 2)]
 
 
-def page(*, board: str, start: int, stop: int) -> tuple[int, list[Row]] | None:
-    """(count, rows start..stop inclusive, stop -1 for all); None when not built.
-
-    Kept in the near cache until the board, the names or the cursor change, which a
-    solve, a rename, a hidden learner and a rebuild all do: a solve shows on the next
-    read.
-    """
-    return nearcache.read(
-        f"{board}:page:{start}:{stop}",
-        lambda: _page(board, start, stop),
-        deps=board_deps(board),
-        keep=lambda found: found is not None,
-    )
-
-
 def board_deps(board: str) -> tuple[str, ...]:
-    """The keys a read of `board` depends on, for the near cache."""
+    """The keys a read of `board` depends on (what `page` and `around` read), for the near
+    cache: a solve, a rename, a hidden learner and a rebuild each change one of them."""
     return (cursor_key(), board, names_key())
 
 
-def _page(board: str, start: int, stop: int) -> tuple[int, list[Row]] | None:
+def page(*, board: str, start: int, stop: int) -> tuple[int, list[Row]] | None:
+    """(count, rows start..stop inclusive, stop -1 for all); None when not built."""
     with redis_client.connection() as client:
         result = _run("page", [cursor_key(), board, names_key()], [start, stop], client)
     if not result[0]:
@@ -591,19 +578,7 @@ def page_all(*, board: str) -> tuple[int, list[Row]] | None:
 
 
 def around(*, board: str, user_id: int, radius: int) -> tuple[int, int | None, int, list[Row]] | None:
-    """(count, my 0-based rank or None, 0-based rank of rows[0], rows); None when not built.
-
-    Kept in the near cache as `page` is.
-    """
-    return nearcache.read(
-        f"{board}:around:{user_id}:{radius}",
-        lambda: _around(board, user_id, radius),
-        deps=board_deps(board),
-        keep=lambda found: found is not None,
-    )
-
-
-def _around(board: str, user_id: int, radius: int) -> tuple[int, int | None, int, list[Row]] | None:
+    """(count, my 0-based rank or None, 0-based rank of rows[0], rows); None when not built."""
     with redis_client.connection() as client:
         result = _run("around", [cursor_key(), board, names_key()], [member(user_id), radius], client)
     if not result[0]:

@@ -104,3 +104,19 @@ def lab_admin_form(lab: models.Lab, **changes) -> dict:
     }
     data.update(changes)
     return {key: value for key, value in data.items() if value != ""}
+
+
+def machine_inline_form(**fields: str) -> dict:
+    """The lab form's machine inline with one template row (`machine-0-*`): `fields` over
+    a template the platform would start."""
+    row = {
+        "image": "cyberlab/demo:latest",
+        "ports": "[]",
+        "memory_mb": "64",
+        "cpus": "0.5",
+        "environment": "{}",
+        "capabilities": "[]",
+        "ssh_user": "user",
+        **fields,
+    }
+    return {"machine-TOTAL_FORMS": "1", **{f"machine-0-{name}": value for name, value in row.items()}}

@@ -20,6 +20,7 @@ from tests.labs.factories import (
     QuizFactory,
     SolveFactory,
     lab_admin_form,
+    machine_inline_form,
 )
 
 pytestmark = pytest.mark.django_db
@@ -354,16 +355,7 @@ def test_the_lab_page_runs_the_registered_checks_on_its_machine_inline(admin_cli
     form = lab_admin_form(
         lab,
         title="After",
-        **{
-            "machine-TOTAL_FORMS": "1",
-            "machine-0-image": "cyberlab/tuesday:1",
-            "machine-0-ports": "[]",
-            "machine-0-memory_mb": "64",
-            "machine-0-cpus": "0.5",
-            "machine-0-environment": "{}",
-            "machine-0-capabilities": "[]",
-            "machine-0-ssh_user": "user",
-        },
+        **machine_inline_form(image="cyberlab/tuesday:1"),
     )
     # when staff add a machine the check refuses, inline on the lab
     response = admin_client.post(reverse("admin:labs_lab_change", args=[lab.pk]), form)

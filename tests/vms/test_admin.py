@@ -8,7 +8,7 @@ from django.urls import reverse
 
 from labs.models import Lab, MachineTemplate
 from tests.factories import UserFactory
-from tests.labs.factories import LabFactory
+from tests.labs.factories import LabFactory, lab_admin_form, machine_inline_form
 from tests.vms.support import machine_lab
 from vms import services
 from vms.models import StopReason, VMSession
@@ -99,26 +99,16 @@ def test_the_labs_admin_refuses_a_machine_template_this_platform_will_not_start(
     # given a lab, and a template asking for an image, a capability and a size the start
     # policy (VM_ALLOWED_IMAGES, VM_ALLOWED_CAPABILITIES, VM_MAX_MEMORY_MB) refuses
     lab = LabFactory(title="Before")
-    form = {
-        "course": lab.course_id,
-        "title": "After",
-        "description": lab.description,
-        "difficulty": lab.difficulty,
-        "estimated_minutes": lab.estimated_minutes,
-        "order": lab.order,
-        "published": "on",
-        "flags-TOTAL_FORMS": "0",
-        "flags-INITIAL_FORMS": "0",
-        "machine-TOTAL_FORMS": "1",
-        "machine-INITIAL_FORMS": "0",
-        "machine-0-image": "docker.io/evil/miner:latest",
-        "machine-0-ports": '[{"port": 8080, "protocol": "http"}]',
-        "machine-0-memory_mb": "65536",
-        "machine-0-cpus": "0.5",
-        "machine-0-environment": "{}",
-        "machine-0-capabilities": '["SYS_ADMIN"]',
-        "machine-0-ssh_user": "user",
-    }
+    form = lab_admin_form(
+        lab,
+        title="After",
+        **machine_inline_form(
+            image="docker.io/evil/miner:latest",
+            ports='[{"port": 8080, "protocol": "http"}]',
+            memory_mb="65536",
+            capabilities='["SYS_ADMIN"]',
+        ),
+    )
     # when staff save it inline on the lab page
     response = admin_client.post(reverse("admin:labs_lab_change", args=[lab.pk]), form)
     # then the form lists every problem the start would have refused, and saves nothing
