@@ -282,7 +282,7 @@ PROFILE_CACHE_TTL = env_int("PROFILE_CACHE_TTL", 5 * 60)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.SessionAuthentication",
+        "cyberlab.accounts.authentication.SessionAuthentication",
         "cyberlab.accounts.authentication.TokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -532,6 +532,13 @@ THROTTLE_RATES = {
 # Reverse proxies in front of the app: X-Forwarded-For is trusted for this many hops
 # only, so a client cannot claim another address (0: REMOTE_ADDR alone).
 NUM_PROXIES = env_int("NUM_PROXIES", 0)
+# A process admitting many requests of one client under `anon` or `user` reserves up to
+# this many slots of that client's limit at a time and admits the next requests from them
+# without a Redis round trip (0: every request asks Redis); reserved slots are usable for
+# RATELIMIT_RESERVE_LIFETIME seconds. Only while half the limit stays free: a client near
+# its limit is decided request by request. See cyberlab/ratelimit.py.
+RATELIMIT_RESERVE_MAX = env_int("RATELIMIT_RESERVE_MAX", 32)
+RATELIMIT_RESERVE_LIFETIME = env_float("RATELIMIT_RESERVE_LIFETIME", 1.0)
 REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] = THROTTLE_RATES
 REST_FRAMEWORK["NUM_PROXIES"] = NUM_PROXIES
 # A session's last_seen_at is written at most this often, not on every request.

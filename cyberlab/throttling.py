@@ -22,6 +22,7 @@ Rates come from `settings.THROTTLE_RATES` ("10/min", "100/hour", "5/30s"; empty 
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
 import re
@@ -45,6 +46,7 @@ _REQUEST_ATTRIBUTE = "_ratelimit"
 _USERNAME_KEY_LENGTH = 150
 
 
+@functools.lru_cache(maxsize=64)
 def parse_rate(text: str | None) -> Rate | None:
     """ "10/min" -> Rate(10, 60.0); "5/30s" -> Rate(5, 30.0); "" or "none" -> None."""
     if text is None or text.strip().lower() in {"", "none", "off"}:
@@ -165,7 +167,8 @@ class RateLimitThrottle(BaseThrottle):
         if scope:
             scope_buckets[scope] = self._scope_buckets(scope, request, ident)
             buckets += scope_buckets[scope]
-        decision = ratelimit.hit(buckets)
+        # The general limit alone may be decided from slots reserved in advance.
+        decision = ratelimit.hit(buckets, reserve=not scope_buckets)
         if decision is None:
             return True
         setattr(django_request, _REQUEST_ATTRIBUTE, _Pending(decision=decision, scope_buckets=scope_buckets))

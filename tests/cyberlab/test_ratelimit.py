@@ -150,3 +150,115 @@ def test_a_connection_redis_closed_is_replaced_without_failing_open(redis):
     assert decision.admitted
     assert redis.zcard(target.key) == 2
     assert not redis_client.incident.is_down
+
+
+# --- slots reserved in advance (`hit(..., reserve=True)`) --------------------------------
+
+
+def counting_round_trips(monkeypatch) -> list[str]:
+    """The scripts sent to Redis from now on (the real calls still happen)."""
+    sent = []
+    real = ratelimit._run_script
+
+    def counting(sha, source, **kwargs):
+        sent.append(sha)
+        return real(sha, source, **kwargs)
+
+    monkeypatch.setattr(ratelimit, "_run_script", counting)
+    return sent
+
+
+def test_a_busy_client_is_admitted_from_reserved_slots_counted_one_by_one(redis, monkeypatch):
+    # given a client far from its limit, making request after request
+    target = bucket("busy", limit=1000)
+    sent = counting_round_trips(monkeypatch)
+    # when
+    decisions = [ratelimit.hit([target], reserve=True) for _ in range(100)]
+    # then every request is admitted, most of them without a round trip
+    assert all(d.admitted for d in decisions)
+    assert len(sent) <= 10
+    # and each still counts down the room left by one, as if it had asked Redis
+    assert [d.usages[0].remaining for d in decisions] == list(range(999, 899, -1))
+    # and Redis counts every one of them (and the slots still reserved)
+    assert 100 <= redis.zcard(target.key) <= 100 + 32
+
+
+def test_a_client_making_one_request_at_a_time_asks_redis_each_time(redis, monkeypatch, settings):
+    # given requests spaced further apart than a reserve lives
+    settings.RATELIMIT_RESERVE_LIFETIME = 0.05
+    target = bucket("calm", limit=1000)
+    sent = counting_round_trips(monkeypatch)
+    # when
+    for _ in range(4):
+        assert ratelimit.hit([target], reserve=True).admitted
+        time.sleep(0.12)
+    # then nothing was reserved for them: each was decided and counted alone
+    assert len(sent) == 4
+    assert redis.zcard(target.key) == 4
+
+
+def test_reserved_slots_left_unused_are_given_back(redis, settings):
+    # given a burst that made this process reserve slots, then a pause past their lifetime
+    settings.RATELIMIT_RESERVE_LIFETIME = 0.2
+    target = bucket("burst-then-pause", limit=1000)
+    for _ in range(12):
+        ratelimit.hit([target], reserve=True)
+    assert redis.zcard(target.key) > 12
+    time.sleep(0.5)
+    # when the next request asks Redis
+    assert ratelimit.hit([target], reserve=True).admitted
+    # then only requests that were admitted still count
+    assert redis.zcard(target.key) == 13
+
+
+def test_nothing_is_reserved_once_half_the_limit_is_used(redis, monkeypatch):
+    # given a client that used half of its limit
+    target = bucket("half-used", limit=100)
+    for _ in range(50):
+        ratelimit.hit([target])
+    sent = counting_round_trips(monkeypatch)
+    # when it keeps going until refused
+    decisions = [ratelimit.hit([target], reserve=True) for _ in range(60)]
+    # then each of its requests was decided by Redis, and exactly the limit admitted
+    assert len(sent) == 60
+    assert sum(d.admitted for d in decisions) == 50
+    assert redis.zcard(target.key) == 100
+
+
+def _hammer(bucket_key: str, limit: int, results) -> None:
+    # One process of several: its threads share its reserved slots.
+    target = Bucket(bucket_key, Rate(limit=limit, window=60.0))
+    admitted = []
+    lock = threading.Lock()
+
+    def fire():
+        for _ in range(150):
+            decision = ratelimit.hit([target], reserve=True)
+            with lock:
+                admitted.append(bool(decision and decision.admitted))
+
+    threads = [threading.Thread(target=fire) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    results.put(sum(admitted))
+
+
+def test_processes_sharing_a_limit_with_reserved_slots_admit_exactly_the_limit(redis):
+    # given three processes of four threads each, 1,800 requests against a limit of 300
+    import multiprocessing
+
+    target = bucket("shared", limit=300)
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    processes = [context.Process(target=_hammer, args=(target.key, 300, results)) for _ in range(3)]
+    # when
+    for process in processes:
+        process.start()
+    admitted = [results.get(timeout=60) for _ in processes]
+    for process in processes:
+        process.join(timeout=10)
+    # then no more than the limit was admitted, and no slot was lost to a reserve
+    assert sum(admitted) == 300
+    assert redis.zcard(target.key) == 300

@@ -306,8 +306,11 @@ def test_the_flag_endpoint_counts_only_wrong_answers_end_to_end(learner_client):
     assert int(refused["Retry-After"]) > 0
 
 
-def test_a_token_request_is_counted_once_and_its_token_read_once(user, redis, django_assert_num_queries):
-    # given a script with a token, whose decision the middleware sends before the view
+def test_a_token_request_is_counted_once_and_its_token_read_once(
+    user, redis, settings, django_assert_num_queries
+):
+    # given a script with a token (slots reserved in advance have tests of their own)
+    settings.RATELIMIT_RESERVE_MAX = 0
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(user=user)}")
     client.get(reverse("auth-me"))  # fills the cached profile
@@ -344,3 +347,26 @@ def test_over_the_limit_a_token_request_gets_429(user, settings):
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(user=user)}")
     assert [client.get(reverse("auth-me")).status_code for _ in range(3)] == [200, 200, 429]
+
+
+def test_a_busy_script_sees_its_room_count_down_one_request_at_a_time(user):
+    # given a script with a token making requests back to back (slots get reserved)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(user=user)}")
+    # when
+    responses = [client.get(reverse("auth-me")) for _ in range(30)]
+    # then the headers tell the truth for each, reserved slot or not
+    assert [r.status_code for r in responses] == [200] * 30
+    assert [int(r["RateLimit-Remaining"]) for r in responses] == list(range(99, 69, -1))
+
+
+def test_a_lowered_rate_applies_at_once_to_a_client_holding_reserved_slots(user, settings):
+    # given a busy script that made its process reserve slots under a generous rate
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(user=user)}")
+    for _ in range(20):
+        assert client.get(reverse("auth-me")).status_code == 200
+    # when the rate is cut below what it already used
+    settings.THROTTLE_RATES = {**RATES, "user": "10/min"}
+    # then its next request is refused, reserved slots or not
+    assert client.get(reverse("auth-me")).status_code == 429
