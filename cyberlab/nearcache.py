@@ -9,11 +9,13 @@ and Redis tells every process when one is no longer true:
   prefixes apps registered with `track_prefix()` (`CLIENT TRACKING ... BCAST`, redirected
   to itself) and subscribes to those reports; `invalidate()` announces changes Redis
   cannot see (an answer built from Postgres) by writing a marker key under `nearcache:`;
-* before every near-cache read the process drains that connection without waiting, so
-  an entry is never served after its change reached this process. Redis writes a
+* before a near-cache read the process drains that connection without waiting, so an
+  entry is never served after its change reached this process. Redis writes a
   broadcast report to the tracking connections before it writes the writer's reply
   (both leave in the same pass of its event loop), so the writer's next request, on
-  any node, sees the change;
+  any node, sees the change. Within one HTTP request the connection is drained once,
+  at its first read: a change reported later in that request is concurrent with it,
+  and the request's reads then all answer as of its start;
 * a read that raced a change is not stored: a ticket taken before the load must still be
   newer than every report about the entry's keys when it comes back.
 
@@ -35,6 +37,7 @@ from typing import Any, TypeVar
 
 import redis
 from django.conf import settings
+from django.core.signals import request_finished, request_started
 
 from cyberlab import redis_client
 
@@ -87,6 +90,7 @@ class NearCache:
         self._connection: redis_client.RawConnection | None = None
         self._failing = False
         self._retry_at = 0.0
+        self._request = threading.local()
 
     # --- reads ---------------------------------------------------------------
 
@@ -107,7 +111,7 @@ class NearCache:
         if not settings.NEAR_CACHE_ENABLED:
             return load()
         with self._lock:
-            tracking = self._sync()
+            tracking = self._sync_for_read()
             if tracking:
                 entry = self._entries.get(name)
                 if entry is not None:
@@ -182,7 +186,26 @@ class NearCache:
         self._seq += 1
         self._floor = self._seq
 
+    def begin_request(self) -> None:
+        """From now until `end_request()`, this thread drains the reports once (at its
+        next read) rather than before every read."""
+        self._request.active = True
+        self._request.synced = False
+
+    def end_request(self) -> None:
+        self._request.active = False
+        self._request.synced = False
+
     # --- the tracking connection ----------------------------------------------
+
+    def _sync_for_read(self) -> bool:
+        request = self._request
+        if getattr(request, "synced", False) and self._connection is not None:
+            return True
+        tracking = self._sync()
+        if tracking and getattr(request, "active", False):
+            request.synced = True
+        return tracking
 
     def _sync(self) -> bool:
         """Applies every report received so far; False when entries cannot be trusted."""
@@ -263,6 +286,18 @@ class NearCache:
 
 near_cache = NearCache()
 read = near_cache.read
+
+
+def _request_started(**kwargs) -> None:
+    near_cache.begin_request()
+
+
+def _request_finished(**kwargs) -> None:
+    near_cache.end_request()
+
+
+request_started.connect(_request_started, dispatch_uid="cyberlab.nearcache.request_started")
+request_finished.connect(_request_finished, dispatch_uid="cyberlab.nearcache.request_finished")
 
 
 def invalidate(*names: str) -> None:

@@ -5,12 +5,15 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from cyberlab import api, health
 
+# Every route has its own first segments, so the order changes nothing but how many
+# patterns a request is matched against: the most read come first (the leaderboard, a
+# machine's status, which must come before the lab routes sharing `labs/<id>/`).
 api_v1 = [
     path("", api.ApiRootView.as_view(), name="api-root"),
-    path("auth/", include("cyberlab.accounts.urls")),
-    path("", include("labs.urls")),
+    path("leaderboard/", include("leaderboard.urls")),
     path("", include("vms.urls")),
-    path("", include("leaderboard.urls")),
+    path("", include("labs.urls")),
+    path("auth/", include("cyberlab.accounts.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
 ]
 

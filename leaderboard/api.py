@@ -1,7 +1,8 @@
 """The `leaderboard/` endpoints: thin views over the leaderboard selectors."""
 
+import functools
 import json
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 from django.conf import settings
 from django.http import HttpResponse
@@ -20,6 +21,8 @@ from leaderboard.serializers import (
     StandingsPageSerializer,
     WeeklyPageSerializer,
 )
+
+_PAGING = ("limit", "offset")
 
 PAGE_PARAMETERS = [
     OpenApiParameter("limit", int, description="Standings per page (at most API_MAX_PAGE_SIZE)."),
@@ -70,20 +73,27 @@ def _whole_number(raw: str | None, *, minimum: int, name: str, errors: dict) -> 
     return value
 
 
-def _page_link(request, limit: int, offset: int) -> str:
-    params = request.query_params.copy()
-    params["limit"] = str(limit)
-    if offset > 0:
-        params["offset"] = str(offset)
-    else:
-        params.pop("offset", None)
-    return f"{request.build_absolute_uri(request.path)}?{urlencode(sorted(params.lists()), doseq=True)}"
-
-
 def _page_links(request, count: int, limit: int, offset: int) -> tuple[str | None, str | None]:
-    following = _page_link(request, limit, offset + limit) if offset + limit < count else None
-    previous = _page_link(request, limit, max(0, offset - limit)) if offset > 0 else None
-    return following, previous
+    following = offset + limit < count
+    previous = offset > 0
+    if not (following or previous):
+        return None, None
+    base = request.build_absolute_uri(request.path)
+    query = request._request.META.get("QUERY_STRING", "")
+    return (
+        f"{base}?{_page_query_string(query, limit, offset + limit)}" if following else None,
+        f"{base}?{_page_query_string(query, limit, max(0, offset - limit))}" if previous else None,
+    )
+
+
+@functools.lru_cache(maxsize=1024)
+def _page_query_string(query: str, limit: int, offset: int) -> str:
+    """The request's query with this page's `limit` and `offset` (none when 0), sorted."""
+    params = [pair for pair in parse_qsl(query, keep_blank_values=True) if pair[0] not in _PAGING]
+    params.append(("limit", str(limit)))
+    if offset > 0:
+        params.append(("offset", str(offset)))
+    return urlencode(sorted(params, key=lambda param: param[0]))  # stable: repeated values keep their order
 
 
 def _page_response(request, board: Board, limit: int, offset: int, **extra) -> HttpResponse:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import operator
 import threading
 
 from django.core.signals import request_finished
@@ -35,11 +36,15 @@ def _on_points_awarded(sender, *, solve_id, user_id, course_id, points, awarded_
         logger.info("Solve %s left to the leaderboard catch-up: Redis is unavailable", solve_id)
 
 
+_tracked_values = operator.itemgetter(*_TRACKED)
+
+
 def _seen(user: User) -> tuple | None:
-    values = user.__dict__
-    if any(name not in values for name in _TRACKED):
+    # Runs for every user loaded, signed-in requests included: kept to one lookup.
+    try:
+        return _tracked_values(user.__dict__)
+    except KeyError:
         return None  # loaded with deferred fields: unknown, so any save refreshes
-    return tuple(values[name] for name in _TRACKED)
 
 
 @receiver(post_init, sender=User, dispatch_uid="leaderboard.user_init")

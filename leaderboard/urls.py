@@ -2,9 +2,10 @@ from django.urls import path
 
 from leaderboard import api
 
+# Mounted under `leaderboard/` (cyberlab.urls).
 urlpatterns = [
-    path("leaderboard/", api.LeaderboardApi.as_view(), name="leaderboard"),
-    path("leaderboard/me/", api.LeaderboardMeApi.as_view(), name="leaderboard-me"),
-    path("leaderboard/courses/<slug:slug>/", api.LeaderboardCourseApi.as_view(), name="leaderboard-course"),
-    path("leaderboard/weekly/", api.LeaderboardWeeklyApi.as_view(), name="leaderboard-weekly"),
+    path("", api.LeaderboardApi.as_view(), name="leaderboard"),
+    path("me/", api.LeaderboardMeApi.as_view(), name="leaderboard-me"),
+    path("courses/<slug:slug>/", api.LeaderboardCourseApi.as_view(), name="leaderboard-course"),
+    path("weekly/", api.LeaderboardWeeklyApi.as_view(), name="leaderboard-weekly"),
 ]
