@@ -5,9 +5,10 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from cyberlab import api, health
 
-# Every route has its own first segments, so the order changes nothing but how many
-# patterns a request is matched against: the most read come first (the leaderboard, a
-# machine's status, which must come before the lab routes sharing `labs/<id>/`).
+# No two routes match the same path, so the order only decides how many patterns a
+# request is tried against: the most read come first (the leaderboard, then a machine's
+# status, which the SPA polls). The includes stay flat: a level of nesting costs more
+# than the few patterns it would skip.
 api_v1 = [
     path("", api.ApiRootView.as_view(), name="api-root"),
     path("leaderboard/", include("leaderboard.urls")),
@@ -17,11 +18,12 @@ api_v1 = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
 ]
 
+# The API first: nearly every request is one of its.
 urlpatterns = [
+    path("api/v1/", include(api_v1)),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("admin/", admin.site.urls),
-    path("api/v1/", include(api_v1)),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
 ]
 
