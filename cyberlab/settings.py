@@ -341,6 +341,11 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 300)
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 240)
 CELERY_TIMEZONE = "UTC"
+# Celery closes the worker's database connections around every task unless told to keep
+# them for this many tasks: a new Postgres connection per task (a machine start waited
+# for one). Kept, they are checked before each task as Django checks them before each
+# request (DATABASE_CONN_MAX_AGE, health checks; see cyberlab/celery.py).
+CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1000)
 # Publishing to a dead broker must fail within about a second so the request that
 # enqueues work can answer 503 instead of hanging.
 CELERY_PUBLISH_TIMEOUT = env_float("CELERY_PUBLISH_TIMEOUT", 0.5)

@@ -45,3 +45,27 @@ def test_publishing_to_the_real_broker_queues_the_task(redis):
 def test_tasks_only_accept_json():
     assert app.conf.accept_content == ["json"]
     assert app.conf.task_serializer == "json"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_connection_postgres_dropped_between_tasks_is_replaced_before_the_next():
+    import psycopg
+    from celery.signals import task_prerun
+    from django.db import connection
+
+    from cyberlab.accounts.models import User
+
+    # given the connection a worker keeps between tasks, ended by Postgres meanwhile
+    # (a restart, an idle timeout)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+    db = connection.settings_dict
+    address = {"host": db["HOST"], "port": db["PORT"], "user": db["USER"], "dbname": db["NAME"]}
+    with psycopg.connect(**address, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+    # when the next task starts (the signal Celery sends before running it)
+    task_prerun.send(sender=noop, task_id="next", task=noop, args=(), kwargs={})
+    # then its queries reach Postgres on a fresh connection
+    User.objects.create(username="after-the-drop")
+    assert User.objects.filter(username="after-the-drop").exists()

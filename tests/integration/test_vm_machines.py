@@ -14,13 +14,11 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from celery.contrib.testing.worker import start_worker
 from django.conf import settings
 from django.db import connection
 from django.test import override_settings
 from rest_framework.test import APIClient
 
-from cyberlab.celery import app as celery_app
 from cyberlab.queue import enqueue
 from tests.conftest import dead_redis_caches, require
 from tests.factories import UserFactory
@@ -53,8 +51,8 @@ def engine(_isolated_machines):
 
 @pytest.fixture
 def worker(transactional_db):
-    with start_worker(celery_app, pool="solo", perform_ping_check=False, shutdown_timeout=30):
-        yield celery_app
+    with support.thread_worker() as app:
+        yield app
 
 
 def client_for(user) -> APIClient:
@@ -262,7 +260,7 @@ def test_a_celery_worker_killed_mid_start_leaves_nothing_behind_after_the_next_s
     # then the next sweep (once the start is overdue) removes it, with a worker to tear down
     with (
         override_settings(VM_PROVISION_TIMEOUT=0),
-        start_worker(celery_app, pool="solo", perform_ping_check=False, shutdown_timeout=30),
+        support.thread_worker(),
     ):
         report = maintenance.vm_sweep()
         assert report.stuck_starting == [session_id]

@@ -59,9 +59,5 @@ def demo_image(docker_engine):
 @pytest.fixture
 def celery_worker(transactional_db):
     """A real Celery worker in a thread of this process, on the test broker and database."""
-    from celery.contrib.testing.worker import start_worker
-
-    from cyberlab.celery import app
-
-    with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=30):
+    with support.thread_worker() as app:
         yield app

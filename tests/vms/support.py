@@ -82,3 +82,28 @@ def wait_for(predicate, *, timeout: float = 30.0, interval: float = 0.1, what: s
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+@contextlib.contextmanager
+def thread_worker():
+    """A real Celery worker (solo pool) in a thread of this process, until the block ends.
+
+    A thread's database connections can only be closed from that thread, and the worker
+    keeps its own between tasks (CELERY_DB_REUSE_MAX): here they are closed after each
+    task, so none outlives the test and its database.
+    """
+    from celery.contrib.testing.worker import start_worker
+    from celery.signals import task_postrun
+    from django.db import connections
+
+    from cyberlab.celery import app
+
+    def close_connections(**kwargs):
+        connections.close_all()
+
+    task_postrun.connect(close_connections, weak=False)
+    try:
+        with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=30):
+            yield app
+    finally:
+        task_postrun.disconnect(close_connections)
