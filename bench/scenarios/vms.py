@@ -2,7 +2,8 @@
 
 * machine status, running: the state from the near cache (one HGETALL of
   `vm:state:{user}:{lab}` when it changed), the token from the near cache, and the rate
-  limiter's own round trip; no database query; target >= 70 % of the ceiling;
+  limit (a Redis round trip when the process holds no reserved slot for the learner);
+  no database query; target >= 70 % of the ceiling;
 * my machines: the learner's set, then their hashes in one pipeline.
 
 The machine's state is written as the worker would write it; no container is needed
@@ -93,6 +94,7 @@ def after_http(ctx: Context, env: dict) -> None:
         f"vms: a status request's own work (one HGETALL and the view) takes {own:.0f} us in process; "
         f"the token authentication every token-authenticated endpoint pays (from the near cache) takes "
         f"{token:.0f} us, and the ceiling "
-        "authenticates nobody. Redis round trips per status request: the rate limiter's, plus the HGETALL "
-        "when the state changed since the last read (tests/vms/test_api.py counts them)."
+        "authenticates nobody. Redis round trips per status request: at most two -- the rate limiter's, "
+        "none while the process holds reserved slots for the learner, and the HGETALL when the state "
+        "changed since the last read (tests/vms/test_api.py counts them)."
     )
