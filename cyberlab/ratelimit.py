@@ -59,18 +59,13 @@ logger = logging.getLogger(__name__)
 
 KEY_PREFIX = "ratelimit"
 
-# KEYS: the buckets. ARGV[1]: the member naming this request; then per bucket its limit
-# and window in microseconds. Returns {admitted, then per bucket: count before this
-# request, microseconds until its oldest counted request leaves the window}.
-_HIT_SCRIPT = """
+# What both scripts start with: the Redis server's clock in microseconds, and a bucket's
+# count once the requests older than the window are dropped, with the microseconds until
+# its oldest counted request leaves the window (0 when empty).
+_WINDOW_LUA = """
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
-local member = ARGV[1]
-local admitted = 1
-local result = {0}
-for i, key in ipairs(KEYS) do
-    local limit = tonumber(ARGV[2 * i])
-    local window = tonumber(ARGV[2 * i + 1])
+local function in_window(key, window)
     redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
     local count = redis.call('ZCARD', key)
     local reset = 0
@@ -78,6 +73,20 @@ for i, key in ipairs(KEYS) do
         local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
         reset = tonumber(oldest[2]) + window - now
     end
+    return count, reset
+end
+"""
+
+# KEYS: the buckets. ARGV[1]: the member naming this request; then per bucket its limit
+# and window in microseconds. Returns {admitted, then per bucket: count before this
+# request, microseconds until its oldest counted request leaves the window}.
+_HIT_SCRIPT = _WINDOW_LUA + """
+local member = ARGV[1]
+local admitted = 1
+local result = {0}
+for i, key in ipairs(KEYS) do
+    local limit = tonumber(ARGV[2 * i])
+    local count, reset = in_window(key, tonumber(ARGV[2 * i + 1]))
     if count >= limit then
         admitted = 0
     end
@@ -103,9 +112,7 @@ _HIT_SHA = hashlib.sha1(_HIT_SCRIPT.encode()).hexdigest()  # noqa: S324 - Redis 
 # triples (member, first, end) of unused reserved slots `member:first` .. `member:end-1`
 # to give back. Returns {admitted, count before this request, microseconds until the
 # oldest counted request leaves the window, slots reserved}.
-_RESERVE_SCRIPT = """
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+_RESERVE_SCRIPT = _WINDOW_LUA + """
 local key = KEYS[1]
 local member = ARGV[1]
 local limit = tonumber(ARGV[2])
@@ -117,13 +124,7 @@ for i = 6, #ARGV, 3 do
         redis.call('ZREM', key, ARGV[i] .. ':' .. slot)
     end
 end
-redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
-local count = redis.call('ZCARD', key)
-local reset = 0
-if count > 0 then
-    local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-    reset = tonumber(oldest[2]) + window - now
-end
+local count, reset = in_window(key, window)
 if count >= limit then
     return {0, count, reset, 0}
 end
