@@ -80,7 +80,9 @@ end
 # KEYS: the buckets. ARGV[1]: the member naming this request; then per bucket its limit
 # and window in microseconds. Returns {admitted, then per bucket: count before this
 # request, microseconds until its oldest counted request leaves the window}.
-_HIT_SCRIPT = _WINDOW_LUA + """
+_HIT_SCRIPT = (
+    _WINDOW_LUA
+    + """
 local member = ARGV[1]
 local admitted = 1
 local result = {0}
@@ -103,6 +105,7 @@ end
 result[1] = admitted
 return result
 """
+)
 
 _HIT_SHA = hashlib.sha1(_HIT_SCRIPT.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
 
@@ -112,7 +115,9 @@ _HIT_SHA = hashlib.sha1(_HIT_SCRIPT.encode()).hexdigest()  # noqa: S324 - Redis 
 # triples (member, first, end) of unused reserved slots `member:first` .. `member:end-1`
 # to give back. Returns {admitted, count before this request, microseconds until the
 # oldest counted request leaves the window, slots reserved}.
-_RESERVE_SCRIPT = _WINDOW_LUA + """
+_RESERVE_SCRIPT = (
+    _WINDOW_LUA
+    + """
 local key = KEYS[1]
 local member = ARGV[1]
 local limit = tonumber(ARGV[2])
@@ -142,6 +147,7 @@ redis.call('ZADD', key, unpack(members))
 redis.call('PEXPIRE', key, math.ceil((window + lifetime) / 1000))
 return {1, count, reset, reserved}
 """
+)
 _RESERVE_SHA = hashlib.sha1(_RESERVE_SCRIPT.encode()).hexdigest()  # noqa: S324
 _local = threading.local()
 _warned_outage: float | None = None
@@ -434,7 +440,16 @@ def _decision_from_reserve(bucket: Bucket, reserved: _Reserved, now: float) -> D
 
 
 _reserves = _Reserves()
-os.register_at_fork(after_in_child=_reserves.clear)
+
+
+def _forget_reserves_in_child() -> None:
+    # A forked child's slots are its parent's. A fresh instance, not `clear()`: another
+    # thread of the parent may have held the lock at the fork, and would never release it.
+    global _reserves
+    _reserves = _Reserves()
+
+
+os.register_at_fork(after_in_child=_forget_reserves_in_child)
 
 
 def forget_reserves() -> None:
