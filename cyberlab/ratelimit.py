@@ -419,9 +419,11 @@ class _Reserves:
         return max(demand.previous, demand.current)
 
     def _forget_idle(self, now: float, lifetime: float) -> None:
+        # Their unused slots stay counted until the window passes them: the safe side.
         for key in [k for k, d in self._demand.items() if now - d.since >= 2 * lifetime]:
             del self._demand[key]
             self._reserved.pop(key, None)
+            self._unused.pop(key, None)
 
     def _put_back(self, key: str, reserved: _Reserved) -> None:
         del self._reserved[key]
