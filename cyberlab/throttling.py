@@ -190,6 +190,17 @@ class RateLimitThrottle(BaseThrottle):
         return [Bucket(ratelimit.key(scope=scope, ident=ident), rate)]
 
 
+def refused_only_by(request: HttpRequest, scope: str) -> bool:
+    """True when this request was refused by the buckets of `scope` alone: every other
+    limit it counts against still had room."""
+    pending = getattr(request, _REQUEST_ATTRIBUTE, None)
+    if pending is None or pending.decision.admitted:
+        return False
+    own = {bucket.key for bucket in pending.scope_buckets.get(scope, [])}
+    full = {usage.bucket.key for usage in pending.decision.usages if usage.remaining == 0}
+    return bool(full) and full <= own
+
+
 def _posted_username(request) -> object:
     data = request.data
     return data.get("username") if hasattr(data, "get") else None

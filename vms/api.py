@@ -6,14 +6,16 @@ import uuid
 
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
+from rest_framework.exceptions import Throttled
 from rest_framework.permissions import BasePermission, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from cyberlab.api import Pagination
+from cyberlab.throttling import refused_only_by
 from vms import selectors, services
 from vms.errors import MachineNotFound
-from vms.models import StopReason
+from vms.models import ACTIVE_STATUSES, StopReason
 from vms.serializers import MachineStateSerializer, StaffMachineStateSerializer
 
 
@@ -38,6 +40,20 @@ class LabMachineApi(APIView):
     def throttle_scope(self) -> str | None:
         # Only starting is limited by the start scope; status polls are not starts.
         return "vm_start" if self.request.method == "POST" else None
+
+    def handle_exception(self, exc):
+        # A start that would only return the live machine creates nothing: the start limit
+        # being spent is no reason to refuse it (any other limit still is).
+        request = self.request
+        if (
+            isinstance(exc, Throttled)
+            and request.method == "POST"
+            and refused_only_by(request._request, "vm_start")
+        ):
+            fields = selectors.vm_state_for_user(user_id=request.user.pk, lab_id=self.kwargs["lab_id"])
+            if fields and fields.get("status") in ACTIVE_STATUSES:
+                return Response(selectors.state_view(fields))
+        return super().handle_exception(exc)
 
     @extend_schema(request=None, responses={200: MachineStateSerializer, 202: MachineStateSerializer})
     def post(self, request, lab_id: int):

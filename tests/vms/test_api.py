@@ -263,6 +263,40 @@ def test_a_start_returning_the_live_machine_and_status_polls_cost_no_start(
     assert starts_counted(redis, user) == 1
 
 
+def test_with_the_start_limit_spent_a_start_still_returns_the_live_machine(
+    fake_provider, settings, user, learner_client, redis
+):
+    # given a learner who used up their starts, the last one still live
+    settings.THROTTLE_RATES = {**settings.THROTTLE_RATES, "vm_start": "2/hour", "user": "none"}
+    lab = machine_lab()
+    start_and_stop(learner_client, lab)
+    live = learner_client.post(url(lab))
+    assert live.status_code == 202
+    # when they press start again
+    again = learner_client.post(url(lab))
+    # then they get their live machine, as any second start does, and nothing counted
+    assert again.status_code == 200
+    assert again.json()["session_id"] == live.json()["session_id"]
+    assert again["RateLimit-Remaining"] == "0"
+    assert starts_counted(redis, user) == 2
+    # while once it is stopped, a start is refused again
+    assert learner_client.delete(url(lab)).status_code == 202
+    services.vm_teardown(session_id=live.json()["session_id"])
+    assert learner_client.post(url(lab)).status_code == 429
+
+
+def test_a_learner_over_the_general_limit_is_refused_even_with_a_live_machine(
+    fake_provider, settings, learner_client
+):
+    # given a live machine, and the learner's general per-user limit spent
+    settings.THROTTLE_RATES = {**settings.THROTTLE_RATES, "vm_start": "20/hour", "user": "2/min"}
+    lab = machine_lab()
+    assert learner_client.post(url(lab)).status_code == 202
+    assert learner_client.get(url(lab)).status_code == 200
+    # when they press start again, then the general limit refuses it
+    assert learner_client.post(url(lab)).status_code == 429
+
+
 def test_a_refused_start_costs_no_start(fake_provider, start_limit, user, learner_client, redis):
     # given a live machine, the most a learner may hold at once
     assert learner_client.post(url(machine_lab())).status_code == 202
