@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -35,6 +36,7 @@ from django.dispatch import receiver
 from django_redis import get_redis_connection
 from django_redis.client import DefaultClient
 from django_redis.exceptions import ConnectionInterrupted
+from redis.commands.core import Script
 
 logger = logging.getLogger(__name__)
 
@@ -317,6 +319,31 @@ def _raised(reply: Any) -> Any:
     if isinstance(reply, redis.ResponseError):
         raise reply
     return reply
+
+
+# --- short locks -------------------------------------------------------------
+#
+# Locks that save duplicate work, never ones correctness rests on: whoever holds one may
+# lose it when it expires, so the work it guards must stay safe when done twice.
+
+_RELEASE_LOCK = Script(
+    None,
+    b"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
+)
+
+
+def lock_acquire(key: str, *, ttl: float) -> str | None:
+    """A token when the lock was free (it expires after `ttl` seconds), else None."""
+    token = secrets.token_hex(8)
+    with connection() as client:
+        acquired = client.set(key, token, nx=True, px=max(1, int(ttl * 1000)))
+    return token if acquired else None
+
+
+def lock_release(key: str, token: str) -> None:
+    """Releases the lock if `token` still holds it (it may have expired and been retaken)."""
+    with connection() as client:
+        _RELEASE_LOCK(keys=[key], args=[token], client=client)
 
 
 # --- JSON values --------------------------------------------------------------

@@ -321,7 +321,9 @@ def leaderboard_standings(
     if snapshot.body is not None and not snapshot.stale and snapshot.ttl_ms > refresh_at_ms:
         return snapshot.body
     try:
-        token = store.lock_acquire(store.snapshot_lock_key(), ttl=settings.LEADERBOARD_SNAPSHOT_LOCK_TTL)
+        token = redis_client.lock_acquire(
+            store.snapshot_lock_key(), ttl=settings.LEADERBOARD_SNAPSHOT_LOCK_TTL
+        )
     except redis_client.RedisUnavailable:
         token = None
     if token is None:
@@ -344,5 +346,5 @@ def _snapshot_refresh(token: str) -> bytes:
         if body is None:
             body = _full_from_live()
     finally:
-        redis_client.fallback(lambda: store.lock_release(store.snapshot_lock_key(), token), None)
+        redis_client.fallback(lambda: redis_client.lock_release(store.snapshot_lock_key(), token), None)
     return body

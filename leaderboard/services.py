@@ -104,14 +104,14 @@ def leaderboard_rebuild_request() -> bool:
     """Queues one rebuild; False when one is already queued or the broker is down."""
     from leaderboard.tasks import leaderboard_rebuild_task
 
-    token = store.lock_acquire(store.rebuild_lock_key(), ttl=settings.LEADERBOARD_REBUILD_LOCK_TTL)
+    token = redis_client.lock_acquire(store.rebuild_lock_key(), ttl=settings.LEADERBOARD_REBUILD_LOCK_TTL)
     if token is None:
         return False
     try:
         enqueue(leaderboard_rebuild_task)
     except BrokerUnavailable:
         # Let the next reader (or the catch-up task) try again rather than wait out the lock.
-        store.lock_release(store.rebuild_lock_key(), token)
+        redis_client.lock_release(store.rebuild_lock_key(), token)
         logger.warning("Leaderboard rebuild not queued: the broker is down")
         return False
     return True

@@ -343,11 +343,6 @@ return 1
 """
 
 # KEYS: lock  ARGV: token
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
 _scripts = {
     name: Script(None, source.encode())
     for name, source in {
@@ -358,7 +353,6 @@ _scripts = {
         "around": _AROUND,
         "advance": _ADVANCE,
         "swap": _SWAP,
-        "release": _RELEASE,
     }.items()
 }
 
@@ -632,19 +626,3 @@ def snapshot_write(*, body: bytes, ttl: int) -> None:
 def clear_stale() -> None:
     with redis_client.connection() as client:
         client.delete(stale_key())
-
-
-# --- locks --------------------------------------------------------------------
-
-
-def lock_acquire(key: str, *, ttl: float) -> str | None:
-    """A token when the lock was free (it expires after `ttl` seconds), else None."""
-    token = str(secrets.randbelow(10**15))
-    with redis_client.connection() as client:
-        acquired = client.set(key, token, nx=True, px=max(1, int(ttl * 1000)))
-    return token if acquired else None
-
-
-def lock_release(key: str, token: str) -> None:
-    with redis_client.connection() as client:
-        _run("release", [key], [token], client)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -145,11 +144,6 @@ if status == 'provisioning' or status == 'running' or status == 'stopping' then 
 redis.call('SREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[2])
 return 1
-"""
-
-RELEASE_LOCK = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
 """
 
 
@@ -442,15 +436,11 @@ def _hashes(client, members) -> list[dict[str, str]]:
 
 def lock_acquire(*, name: str, ttl: float) -> str | None:
     """A token when the lock was taken, None when someone holds it."""
-    token = uuid.uuid4().hex
-    with redis_client.connection() as client:
-        taken = client.set(lock_key(name=name), token, nx=True, px=max(1, int(ttl * 1000)))
-    return token if taken else None
+    return redis_client.lock_acquire(lock_key(name=name), ttl=ttl)
 
 
 def lock_release(*, name: str, token: str) -> None:
-    with redis_client.connection() as client:
-        _script(client, RELEASE_LOCK)(keys=[lock_key(name=name)], args=[token])
+    redis_client.lock_release(lock_key(name=name), token)
 
 
 # --- the warm pool of machine networks -------------------------------------------------

@@ -205,3 +205,13 @@ def test_a_reset_forgets_the_outage_without_running_the_callbacks(callbacks):
     redis_client.incident.reset()
     assert not redis_client.incident.is_down
     assert ran == []
+
+
+def test_a_short_lock_is_single_flight_and_released_only_by_its_holder():
+    first = redis_client.lock_acquire("lock:test", ttl=5)
+    assert first is not None
+    assert redis_client.lock_acquire("lock:test", ttl=5) is None
+    redis_client.lock_release("lock:test", "someone-else")
+    assert redis_client.lock_acquire("lock:test", ttl=5) is None
+    redis_client.lock_release("lock:test", first)
+    assert redis_client.lock_acquire("lock:test", ttl=5) is not None

@@ -7,6 +7,7 @@ import json
 import pytest
 from django.urls import reverse
 
+from cyberlab import redis_client
 from leaderboard import selectors, store
 from tests.factories import UserFactory
 from tests.leaderboard.conftest import award, moment
@@ -61,11 +62,11 @@ def test_while_one_reader_rebuilds_the_others_get_the_previous_snapshot(board, l
     previous = _full(learner_client)
     award(UserFactory(), points=50, at=moment())
     # when another reader holds the rebuild lock
-    token = store.lock_acquire(store.snapshot_lock_key(), ttl=10)
+    token = redis_client.lock_acquire(store.snapshot_lock_key(), ttl=10)
     # then this reader is served the previous snapshot at once, without waiting
     assert _full(learner_client) == previous
     # and once the lock is free the next reader rebuilds it
-    store.lock_release(store.snapshot_lock_key(), token)
+    redis_client.lock_release(store.snapshot_lock_key(), token)
     _full(learner_client)
     assert json.loads(redis.get("leaderboard:all"))["count"] == 2
     assert _full(learner_client)["count"] == 2
@@ -75,7 +76,7 @@ def test_without_any_snapshot_a_reader_that_lost_the_lock_reads_the_live_board(
     board, learner_client, user, redis
 ):
     award(user, points=30, at=moment())
-    store.lock_acquire(store.snapshot_lock_key(), ttl=10)
+    redis_client.lock_acquire(store.snapshot_lock_key(), ttl=10)
     assert _full(learner_client)["count"] == 1
     assert not redis.exists("leaderboard:all")
 
