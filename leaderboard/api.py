@@ -12,10 +12,10 @@ from rest_framework.permissions import BasePermission, IsAuthenticated
 from rest_framework.utils.encoders import JSONEncoder
 from rest_framework.views import APIView
 
+from cyberlab.deferred import run_after_response
 from labs.selectors import course_get_for_user
 from leaderboard import selectors
 from leaderboard.boards import Board
-from leaderboard.receivers import run_after_response
 from leaderboard.serializers import (
     MyStandingSerializer,
     StandingsPageSerializer,

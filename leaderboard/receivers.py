@@ -6,7 +6,6 @@ import logging
 import operator
 import threading
 
-from django.core.signals import request_finished
 from django.db import transaction
 from django.db.models.signals import post_delete, post_init, post_save
 from django.dispatch import receiver
@@ -119,25 +118,3 @@ def _flush_refreshes() -> None:
             "the catch-up and the periodic rebuild settle them",
             len(refreshes),
         )
-
-
-# Work a view hands over to run once its response has been sent (the WSGI server closes
-# the response after writing the body, which sends request_finished).
-_after_response = threading.local()
-
-
-def run_after_response(work) -> None:
-    pending = getattr(_after_response, "work", None)
-    if pending is None:
-        pending = _after_response.work = []
-    pending.append(work)
-
-
-@receiver(request_finished, dispatch_uid="leaderboard.after_response")
-def _on_request_finished(sender, **kwargs) -> None:
-    pending = getattr(_after_response, "work", None)
-    if not pending:
-        return
-    _after_response.work = []
-    for work in pending:
-        work()
