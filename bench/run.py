@@ -145,6 +145,22 @@ def stop_server(server: subprocess.Popen) -> None:
         os.killpg(server.pid, signal.SIGKILL)
 
 
+def settle() -> None:
+    """Waits until the server has drained what the last run left queued.
+
+    wrk stops sending at its deadline, but requests still in the server's backlog keep
+    the workers busy: after an endpoint of slow requests, they would land in the next
+    endpoint's first requests and show as its tail latency.
+    """
+    deadline = time.monotonic() + 10
+    quick = 0
+    while time.monotonic() < deadline and quick < 2:
+        started = time.perf_counter()
+        with urllib.request.urlopen(f"http://127.0.0.1:{PORT}/healthz", timeout=10):
+            pass
+        quick = quick + 1 if time.perf_counter() - started < 0.02 else 0
+
+
 def check(endpoint: Endpoint) -> None:
     """One request before measuring, so a broken endpoint fails loudly instead of being timed."""
     data = json.dumps(endpoint.body).encode() if endpoint.body is not None else None
@@ -222,6 +238,7 @@ def main() -> None:
                 print(f"run {run + 1}/{RUNS}", flush=True)
                 for result in results:
                     endpoint = result.endpoint
+                    settle()
                     rps, p50, p99, errors = run_wrk(
                         endpoint, scripts[endpoint.name], endpoint.duration or DURATION
                     )
