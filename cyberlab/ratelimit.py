@@ -135,7 +135,7 @@ if count >= limit then
 end
 -- Reserve only while at least half of the limit stays free after this request.
 local reserved = math.min(wanted, limit - count - 1 - math.ceil(limit / 2))
-if reserved < 2 then
+if reserved < 2 then  -- a single slot saves no round trip worth its bookkeeping
     reserved = 0
 end
 local members = {now, member}

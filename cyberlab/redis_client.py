@@ -256,14 +256,7 @@ class RawConnection:
 
     def call(self, command: bytes) -> Any:
         """Sends a packed command and waits (up to the socket timeout) for its reply."""
-        self.send(command)
-        return self.read_reply()
-
-    def send(self, command: bytes) -> None:
-        """Sends a packed command; `read_reply` waits for its reply, in order."""
         self._sock.sendall(command)
-
-    def read_reply(self) -> Any:
         while True:
             replies = self._replies()
             if replies:

@@ -1,7 +1,6 @@
 """The `leaderboard/` endpoints: thin views over the leaderboard selectors."""
 
 import functools
-import json
 from urllib.parse import parse_qsl, urlencode
 
 from django.conf import settings
@@ -9,7 +8,6 @@ from django.http import HttpResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.exceptions import ValidationError
 from rest_framework.permissions import BasePermission, IsAuthenticated
-from rest_framework.utils.encoders import JSONEncoder
 from rest_framework.views import APIView
 
 from cyberlab.deferred import run_after_response
@@ -79,7 +77,7 @@ def _page_links(request, count: int, limit: int, offset: int) -> tuple[str | Non
     if not (following or previous):
         return None, None
     base = request.build_absolute_uri(request.path)
-    query = request._request.META.get("QUERY_STRING", "")
+    query = request.META.get("QUERY_STRING", "")
     return (
         f"{base}?{_page_query_string(query, limit, offset + limit)}" if following else None,
         f"{base}?{_page_query_string(query, limit, max(0, offset - limit))}" if previous else None,
@@ -102,9 +100,8 @@ def _page_response(request, board: Board, limit: int, offset: int, **extra) -> H
         board=board, limit=limit, offset=offset, postgres_only=_postgres_only(request)
     )
     following, previous = _page_links(request, count, limit, offset)
-    envelope = {"count": count, "next": following, "previous": previous, **extra}
-    head = json.dumps(envelope, cls=JSONEncoder, separators=(",", ":"), ensure_ascii=False)
-    return HttpResponse(b'%s,"results":%s}' % (head[:-1].encode(), results), content_type="application/json")
+    head = selectors.as_json({"count": count, "next": following, "previous": previous, **extra})
+    return HttpResponse(b'%s,"results":%s}' % (head[:-1], results), content_type="application/json")
 
 
 class LeaderboardApi(APIView):

@@ -169,11 +169,19 @@ def leaderboard_page(
 ) -> StandingsPage:
     """`limit` standings from rank `offset + 1`, and how many learners the board has."""
     if not postgres_only:
-        found = _live(lambda: store.page(board=board.key, start=offset, stop=offset + limit - 1))
+        found = _live(lambda: _live_page(board, limit, offset))
         if found is not None:
-            count, rows = found
-            return StandingsPage(count=count, results=_standings(rows, offset + 1))
+            return found
     return _postgres_page(board, limit, offset)
+
+
+def _live_page(board: Board, limit: int, offset: int) -> StandingsPage | None:
+    """A page of the live board; None when it is not built."""
+    found = store.page(board=board.key, start=offset, stop=offset + limit - 1)
+    if found is None:
+        return None
+    count, rows = found
+    return StandingsPage(count=count, results=_standings(rows, offset + 1))
 
 
 def leaderboard_me(
@@ -215,11 +223,8 @@ def leaderboard_page_json(
     if not postgres_only:
 
         def render() -> tuple[int, bytes] | None:
-            found = store.page(board=board.key, start=offset, stop=offset + limit - 1)
-            if found is None:
-                return None
-            count, rows = found
-            return count, _standings_json(_standings(rows, offset + 1))
+            page = _live_page(board, limit, offset)
+            return None if page is None else (page.count, _standings_json(page.results))
 
         found = _live(
             lambda: nearcache.read(
@@ -246,7 +251,7 @@ def leaderboard_me_json(*, user: User, postgres_only: bool = False) -> bytes:
 
         def render() -> tuple[bool, bytes] | None:
             standing = _live_me(board, user, radius)
-            return None if standing is None else (standing.rank is not None, _json(standing.as_dict()))
+            return None if standing is None else (standing.rank is not None, as_json(standing.as_dict()))
 
         found = _live(
             lambda: nearcache.read(
@@ -258,14 +263,14 @@ def leaderboard_me_json(*, user: User, postgres_only: bool = False) -> bytes:
         )
         if found is not None:
             return found[1]
-    return _json(_postgres_me(board, user, radius).as_dict())
+    return as_json(_postgres_me(board, user, radius).as_dict())
 
 
 def _standings_json(standings: list[Standing]) -> bytes:
-    return _json([standing.as_dict() for standing in standings])
+    return as_json([standing.as_dict() for standing in standings])
 
 
-def _json(value) -> bytes:
+def as_json(value) -> bytes:
     """As DRF's JSON renderer writes it."""
     return json.dumps(value, cls=JSONEncoder, separators=(",", ":"), ensure_ascii=False).encode()
 

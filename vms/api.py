@@ -15,7 +15,7 @@ from cyberlab.api import Pagination
 from cyberlab.throttling import refused_only_by
 from vms import selectors, services
 from vms.errors import MachineNotFound
-from vms.models import ACTIVE_STATUSES, StopReason
+from vms.models import StopReason
 from vms.serializers import MachineStateSerializer, StaffMachineStateSerializer
 
 
@@ -50,8 +50,8 @@ class LabMachineApi(APIView):
             and request.method == "POST"
             and refused_only_by(request._request, "vm_start")
         ):
-            fields = selectors.vm_state_for_user(user_id=request.user.pk, lab_id=self.kwargs["lab_id"])
-            if fields and fields.get("status") in ACTIVE_STATUSES:
+            fields = selectors.vm_live_state_for_user(user_id=request.user.pk, lab_id=self.kwargs["lab_id"])
+            if fields is not None:
                 return Response(selectors.state_view(fields))
         return super().handle_exception(exc)
 

@@ -20,7 +20,7 @@ from cyberlab.accounts.models import User
 from labs.models import Lab
 from vms import state
 from vms.errors import MachineNotFound
-from vms.models import OPEN_STATUSES, VMSession, VMStatus
+from vms.models import ACTIVE_STATUSES, OPEN_STATUSES, VMSession, VMStatus
 
 
 def vm_state_for_user(*, user_id: int, lab_id: int) -> dict[str, str] | None:
@@ -32,6 +32,12 @@ def vm_state_for_user(*, user_id: int, lab_id: int) -> dict[str, str] | None:
     if fields:
         return fields
     return _from_ledger(user_id=user_id, lab_id=lab_id, rebuild=True)
+
+
+def vm_live_state_for_user(*, user_id: int, lab_id: int) -> dict[str, str] | None:
+    """The learner's machine for the lab while it is starting or running, else None."""
+    fields = vm_state_for_user(user_id=user_id, lab_id=lab_id)
+    return fields if fields and fields.get("status") in ACTIVE_STATUSES else None
 
 
 def _from_ledger(*, user_id: int, lab_id: int, rebuild: bool) -> dict[str, str] | None:

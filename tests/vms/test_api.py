@@ -88,7 +88,7 @@ def test_status_read_from_redis_makes_no_query_and_at_most_two_round_trips(
     client.get("/api/v1/vms/")
     sent = []
     packed = redis.connection.AbstractConnection.send_packed_command
-    raw = redis_client.RawConnection.send
+    raw = redis_client.RawConnection.call
 
     def counting_packed(self, command, check_health=True):
         sent.append(b"".join(command) if isinstance(command, list | tuple) else command)
@@ -99,7 +99,7 @@ def test_status_read_from_redis_makes_no_query_and_at_most_two_round_trips(
         return raw(self, command)
 
     monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counting_packed)
-    monkeypatch.setattr(redis_client.RawConnection, "send", counting_raw)
+    monkeypatch.setattr(redis_client.RawConnection, "call", counting_raw)
     # when
     with django_assert_num_queries(0):
         response = client.get(url(lab))
