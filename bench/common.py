@@ -26,8 +26,7 @@ def bench_env() -> dict[str, str]:
             "BENCH_CEILING": "1",
             "LOG_LEVEL": "WARNING",
             # Limits high enough that wrk measures the endpoints, not 429s; the limiter
-            # still decides every request, as in production (from slots reserved in
-            # advance while half the limit is free, as for any busy client).
+            # still decides every request in Redis, as in production.
             "THROTTLE_RATE_ANON": "100000000/min",
             "THROTTLE_RATE_USER": "100000000/min",
             "THROTTLE_RATE_FLAG": "100000000/min",

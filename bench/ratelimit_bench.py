@@ -50,7 +50,6 @@ def main() -> None:
     admitted = [bucket("admitted", 1_000_000_000)]
     refused = [bucket("refused", 10)]
     login = [bucket("login-ip", 1_000_000_000), bucket("login-user", 1_000_000_000)]
-    busy = [bucket("busy", 1_000_000_000)]
     for _ in range(10):
         ratelimit.hit(refused)
 
@@ -59,8 +58,6 @@ def main() -> None:
         "check, admitted (1 bucket)": lambda: ratelimit.hit(admitted),
         "check, refused (full bucket)": lambda: ratelimit.hit(refused),
         "check, login (2 buckets)": lambda: ratelimit.hit(login),
-        # A busy client of the general limit: most checks use slots reserved in advance.
-        "check, busy client (reserved slots)": lambda: ratelimit.hit(busy, reserve=True),
     }
     timings: dict[str, list[float]] = {name: [] for name in cases}
     for round_number in range(WARMUP + ROUNDS):

@@ -2,6 +2,13 @@
 
     make bench                      # everything
     BENCH_ONLY=labs make bench      # scenario modules whose name contains "labs"
+    BENCH_COMPARE=REV make bench    # also serve commit REV (a temporary worktree) beside
+                                    # this tree, on the same data, measured in the same rounds
+
+With BENCH_COMPARE, each entry of BENCH_COMPARE_VARIANTS (`name=VAR=value,VAR=value;...`,
+default `before=`) is one more server of REV with those variables, and
+BENCH_COMPARE_PYTHON is the interpreter it runs with (its own virtualenv, for example
+one without hiredis). An endpoint a server does not answer is left out for that server.
 
 wrk is pinned to core 0 and the server to core 1 (taskset), and the endpoints are
 measured round-robin (A B C A B C ...), so a noisy minute hits every endpoint alike.
@@ -38,12 +45,52 @@ CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "16"))
 PORT = int(os.environ.get("BENCH_PORT", "8765"))
 ONLY = os.environ.get("BENCH_ONLY", "")
 SIGNED_IN_CEILING = "ceiling, signed in (token)"
+COMPARE = os.environ.get("BENCH_COMPARE", "")
+COMPARE_VARIANTS = os.environ.get("BENCH_COMPARE_VARIANTS", "before=")
+COMPARE_PYTHON = os.environ.get("BENCH_COMPARE_PYTHON", sys.executable)
 RESULTS = ROOT / "bench" / "results"
+THIS = "this tree"
+
+
+@dataclass
+class Server:
+    """One benchmarked gunicorn: this tree, or a variant of the commit compared with."""
+
+    name: str
+    root: Path
+    python: str
+    port: int
+    env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def compared_servers() -> list[Server]:
+    """The servers of BENCH_COMPARE's commit, checked out in a temporary worktree."""
+    if not COMPARE:
+        return []
+    worktree = Path(tempfile.mkdtemp(prefix="cyberlab-bench-"))
+    subprocess.run(["git", "worktree", "add", "--detach", str(worktree), COMPARE], cwd=ROOT, check=True)
+    servers = []
+    for number, variant in enumerate(filter(None, COMPARE_VARIANTS.split(";")), start=1):
+        name, _, assignments = variant.partition("=")
+        env = dict(pair.split("=", 1) for pair in assignments.split(",") if pair)
+        servers.append(Server(f"{name} ({COMPARE})", worktree, COMPARE_PYTHON, PORT + number, env))
+    return servers
+
+
+def remove_worktree(servers: list[Server]) -> None:
+    if servers:
+        subprocess.run(["git", "worktree", "remove", "--force", str(servers[0].root)], cwd=ROOT, check=False)
 
 
 @dataclass
 class Measured:
     endpoint: Endpoint
+    server: Server
     rps: list[float] = field(default_factory=list)
     p50: list[float] = field(default_factory=list)
     p99: list[float] = field(default_factory=list)
@@ -96,10 +143,12 @@ def _milliseconds(text: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
 
 
-def run_wrk(endpoint: Endpoint, script: Path, duration: int) -> tuple[float, float, float, int]:
+def run_wrk(
+    endpoint: Endpoint, script: Path, duration: int, server: Server
+) -> tuple[float, float, float, int]:
     command = [
         "taskset", "-c", "0", "wrk", "-t1", f"-c{endpoint.connections or CONNECTIONS}", f"-d{duration}s",
-        "--latency", "-s", str(script), f"http://127.0.0.1:{PORT}{endpoint.path}",
+        "--latency", "-s", str(script), f"{server.base_url}{endpoint.path}",
     ]  # fmt: skip
     return parse_wrk(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
 
@@ -119,33 +168,38 @@ def parse_wrk(output: str) -> tuple[float, float, float, int]:
     return rps, p50, p99, failed
 
 
-def start_server(env: dict[str, str]) -> subprocess.Popen:
+def start_server(server: Server, env: dict[str, str]) -> None:
+    gunicorn = str(Path(server.python).parent / "gunicorn")
     command = [
-        "taskset", "-c", "1", str(Path(sys.executable).parent / "gunicorn"), "cyberlab.wsgi",
-        "--workers", "2", "--bind", f"127.0.0.1:{PORT}", "--log-level", "warning",
+        "taskset", "-c", "1", gunicorn, "cyberlab.wsgi",
+        "--workers", "2", "--bind", f"127.0.0.1:{server.port}", "--log-level", "warning",
         "--access-logfile", "-" if os.environ.get("BENCH_ACCESS_LOG") else "/dev/null",
     ]  # fmt: skip
-    server = subprocess.Popen(command, env=env, cwd=ROOT, start_new_session=True)
+    server.process = subprocess.Popen(
+        command, env={**env, **server.env}, cwd=server.root, start_new_session=True
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{PORT}/healthz", timeout=1):
-                return server
+            with urllib.request.urlopen(f"{server.base_url}/healthz", timeout=1):
+                return
         except OSError:
             time.sleep(0.2)
-    server.kill()
-    raise SystemExit("gunicorn did not come up")
+    server.process.kill()
+    raise SystemExit(f"gunicorn of {server.name} did not come up")
 
 
-def stop_server(server: subprocess.Popen) -> None:
-    os.killpg(server.pid, signal.SIGTERM)
+def stop_server(server: Server) -> None:
+    if server.process is None:
+        return
+    os.killpg(server.process.pid, signal.SIGTERM)
     try:
-        server.wait(timeout=15)
+        server.process.wait(timeout=15)
     except subprocess.TimeoutExpired:
-        os.killpg(server.pid, signal.SIGKILL)
+        os.killpg(server.process.pid, signal.SIGKILL)
 
 
-def settle() -> None:
+def settle(server: Server) -> None:
     """Waits until the server has drained what the last run left queued.
 
     wrk stops sending at its deadline, but requests still in the server's backlog keep
@@ -156,36 +210,35 @@ def settle() -> None:
     quick = 0
     while time.monotonic() < deadline and quick < 2:
         started = time.perf_counter()
-        with urllib.request.urlopen(f"http://127.0.0.1:{PORT}/healthz", timeout=10):
+        with urllib.request.urlopen(f"{server.base_url}/healthz", timeout=10):
             pass
         quick = quick + 1 if time.perf_counter() - started < 0.02 else 0
 
 
-def check(endpoint: Endpoint) -> None:
-    """One request before measuring, so a broken endpoint fails loudly instead of being timed."""
+def answers(endpoint: Endpoint, server: Server) -> bool:
+    """One request before measuring: whether the server answers as expected."""
     data = json.dumps(endpoint.body).encode() if endpoint.body is not None else None
     headers = {"Content-Type": "application/json", **endpoint.headers} if data else dict(endpoint.headers)
     request = urllib.request.Request(
-        f"http://127.0.0.1:{PORT}{endpoint.path}", data=data, headers=headers, method=endpoint.method
+        f"{server.base_url}{endpoint.path}", data=data, headers=headers, method=endpoint.method
     )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             status = response.status
     except urllib.error.HTTPError as error:
         status = error.code
-    if status != endpoint.expect_status:
-        raise SystemExit(f"{endpoint.name}: {endpoint.method} {endpoint.path} answered {status}")
+    return status == endpoint.expect_status
 
 
-def format_table(results: list[Measured]) -> str:
-    by_name = {r.endpoint.name: r for r in results}
+def format_table(results: list[Measured], server: Server) -> str:
+    by_name = {r.endpoint.name: r for r in results if r.server is server}
     ceiling_rps = by_name["ceiling"].median(by_name["ceiling"].rps)
     signed_in_rps = by_name[SIGNED_IN_CEILING].median(by_name[SIGNED_IN_CEILING].rps)
     rows = [
         "| endpoint | req/s | p50 ms | p99 ms | % of ceiling | % of signed-in ceiling | vs | errors |",
         "|---|---:|---:|---:|---:|---:|---|---:|",
     ]
-    for result in results:
+    for result in by_name.values():
         rps = result.median(result.rps)
         signed_in = f"{100 * rps / signed_in_rps:.0f} %" if "Authorization" in result.endpoint.headers else ""
         versus = ""
@@ -197,6 +250,33 @@ def format_table(results: list[Measured]) -> str:
             f"{result.median(result.p99):.2f} | {100 * rps / ceiling_rps:.0f} % | {signed_in} | {versus} "
             f"| {result.errors} |"
         )
+    return "\n".join(rows)
+
+
+def format_comparison(results: list[Measured], servers: list[Server]) -> str:
+    """Per endpoint: each server's share of its own ceiling, and this tree against each."""
+    shares: dict[str, dict[str, tuple[float, float]]] = {}
+    for server in servers:
+        mine = {r.endpoint.name: r for r in results if r.server is server}
+        ceiling = mine["ceiling"].median(mine["ceiling"].rps)
+        for name, result in mine.items():
+            rps = result.median(result.rps)
+            shares.setdefault(name, {})[server.name] = (rps, 100 * rps / ceiling)
+    this, others = servers[0], servers[1:]
+    head = ["endpoint", *[f"{s.name}: req/s (% of its ceiling)" for s in servers]]
+    head += [f"this / {s.name}" for s in others]
+    rows = ["| " + " | ".join(head) + " |", "|---" + "|---:" * (len(head) - 1) + "|"]
+    for name, figures in shares.items():
+        cells = [name]
+        for server in servers:
+            rps, share = figures.get(server.name, (float("nan"), float("nan")))
+            cells.append(f"{rps:,.0f} ({share:.0f} %)" if server.name in figures else "")
+        for server in others:
+            if this.name in figures and server.name in figures:
+                cells.append(f"{figures[this.name][0] / figures[server.name][0]:.2f}x")
+            else:
+                cells.append("")
+        rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 
@@ -226,21 +306,29 @@ def main() -> None:
     for module in scenarios:
         endpoints.extend(module.setup(context))
 
-    server = start_server(env)
-    results = [Measured(endpoint) for endpoint in endpoints]
+    servers = [Server(THIS, ROOT, sys.executable, PORT), *compared_servers()]
+    results: list[Measured] = []
     try:
+        for server in servers:
+            start_server(server, env)
         with tempfile.TemporaryDirectory() as directory:
             scripts = {e.name: wrk_script(e, Path(directory)) for e in endpoints}
             for endpoint in endpoints:
-                check(endpoint)
-                run_wrk(endpoint, scripts[endpoint.name], 1)  # warm caches and connections
+                for server in servers:
+                    if answers(endpoint, server):
+                        run_wrk(endpoint, scripts[endpoint.name], 1, server)  # warm caches and connections
+                        results.append(Measured(endpoint, server))
+                    elif server.name == THIS:
+                        raise SystemExit(
+                            f"{endpoint.name}: {endpoint.method} {endpoint.path} is not answered"
+                        )
             for run in range(RUNS):
                 print(f"run {run + 1}/{RUNS}", flush=True)
                 for result in results:
                     endpoint = result.endpoint
-                    settle()
+                    settle(result.server)
                     rps, p50, p99, errors = run_wrk(
-                        endpoint, scripts[endpoint.name], endpoint.duration or DURATION
+                        endpoint, scripts[endpoint.name], endpoint.duration or DURATION, result.server
                     )
                     result.rps.append(rps)
                     result.p50.append(p50)
@@ -251,18 +339,27 @@ def main() -> None:
                 if after:
                     after(context, env)
     finally:
-        stop_server(server)
+        for server in servers:
+            stop_server(server)
+        remove_worktree(servers[1:])
 
-    table = format_table(results)
     header = (
         f"gunicorn 2 workers on core 1, wrk 1 thread {CONNECTIONS} connections on core 0, "
         f"median of {RUNS} runs of {DURATION} s, round-robin"
     )
-    print(f"\n{header}\n\n{table}\n")
-    for note in context.notes:
-        print(note)
+    report = [header, "", format_table(results, servers[0]), ""]
+    if len(servers) > 1:
+        report += [
+            "Side by side in the same rounds, on the same data:",
+            "",
+            format_comparison(results, servers),
+            "",
+        ]
+    report += context.notes
+    text = "\n".join(report) + "\n"
+    print(f"\n{text}")
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "http.md").write_text(f"{header}\n\n{table}\n\n" + "\n".join(context.notes) + "\n")
+    (RESULTS / "http.md").write_text(text)
 
 
 if __name__ == "__main__":

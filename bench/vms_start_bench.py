@@ -143,7 +143,7 @@ def _platform_start(services, state, VMSession, user, lab) -> float:
         time.sleep(0.002)
     elapsed = time.perf_counter() - started
     services.vm_stop(user=user, lab_id=lab.pk)
-    session_id = result.state["session_id"]
+    session_id = result.state.session_id
     deadline = time.monotonic() + 60
     while VMSession.objects.filter(pk=session_id, stopped_at__isnull=True).exists():
         if time.monotonic() > deadline:

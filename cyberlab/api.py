@@ -1,15 +1,17 @@
-"""Cross-cutting pieces of the REST API: errors, pagination, the ceiling view."""
+"""Cross-cutting pieces of the REST API: errors and pagination."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404, JsonResponse
-from rest_framework import exceptions, status
+from drf_spectacular.utils import OpenApiResponse
+from rest_framework import exceptions, serializers, status
 from rest_framework.pagination import LimitOffsetPagination
-from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -18,7 +20,12 @@ logger = logging.getLogger(__name__)
 
 
 class Pagination(LimitOffsetPagination):
-    """`?limit=&offset=` pages shaped `{count, next, previous, results}`."""
+    """`?limit=&offset=` pages shaped `{count, next, previous, results}`, for every list.
+
+    One rule everywhere: `limit` is a whole number from 1 (larger ones are capped at
+    API_MAX_PAGE_SIZE), `offset` a whole number from 0 to API_MAX_OFFSET; anything else
+    is a 400 that says which parameter is wrong, never a silent default.
+    """
 
     @property
     def default_limit(self) -> int:  # type: ignore[override]
@@ -27,6 +34,71 @@ class Pagination(LimitOffsetPagination):
     @property
     def max_limit(self) -> int:  # type: ignore[override]
         return settings.API_MAX_PAGE_SIZE
+
+    def get_limit(self, request) -> int:
+        limit = _whole_number(request.query_params.get(self.limit_query_param), name="limit", minimum=1)
+        return self.default_limit if limit is None else min(limit, self.max_limit)
+
+    def get_offset(self, request) -> int:
+        offset = _whole_number(
+            request.query_params.get(self.offset_query_param),
+            name="offset",
+            minimum=0,
+            maximum=settings.API_MAX_OFFSET,
+        )
+        return offset or 0
+
+    def paginate_fetched(self, fetch: Callable[[int, int], tuple[int, list]], request) -> list:
+        """One page from `fetch(limit, offset)`, which returns (count of all, the page):
+        for lists that can read a page without holding every row."""
+        self.request = request
+        self.limit = self.get_limit(request)
+        self.offset = self.get_offset(request)
+        self.count, page = fetch(self.limit, self.offset)
+        return page
+
+
+def _whole_number(raw: str | None, *, name: str, minimum: int, maximum: int | None = None) -> int | None:
+    if raw is None:
+        return None
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise exceptions.ValidationError({name: ["A whole number is required."]}) from None
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f"from {minimum} to {maximum}" if maximum is not None else f"of at least {minimum}"
+        raise exceptions.ValidationError({name: [f"Must be a whole number {bound}."]})
+    return value
+
+
+class ErrorSerializer(serializers.Serializer):
+    """The shape of every API error (documentation of `exception_handler`)."""
+
+    detail = serializers.CharField(help_text="What went wrong, for a person.")
+    code = serializers.CharField(help_text="What went wrong, for a program.")
+    errors = serializers.DictField(
+        child=serializers.ListField(child=serializers.CharField()),
+        required=False,
+        help_text="Validation errors per field (400 only).",
+    )
+
+
+_ERROR_DESCRIPTIONS = {
+    400: "Invalid input.",
+    401: "Not signed in.",
+    403: "Not allowed.",
+    404: "Not found.",
+    409: "Conflicts with the current state.",
+    413: "Request body too large.",
+    422: "Understood, but not allowed here.",
+    429: "Rate limited (see Retry-After).",
+    503: "A service this request needs is unavailable.",
+}
+
+
+def error_responses(*codes: int) -> dict[int, OpenApiResponse]:
+    """Schema entries for the errors an endpoint answers, all in the error shape."""
+    return {code: OpenApiResponse(ErrorSerializer, description=_ERROR_DESCRIPTIONS[code]) for code in codes}
 
 
 class ServiceUnavailable(exceptions.APIException):
@@ -53,8 +125,7 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
     if isinstance(exc, exceptions.ValidationError):
         detail = exc.detail
         if isinstance(detail, dict):
-            errors = detail.get("non_field_errors")
-            message = str(errors[0]) if errors else "Invalid input."
+            message = _first_error(detail)
             response.data = {"detail": message, "code": "invalid", "errors": detail}
         else:
             items = detail if isinstance(detail, list) else [detail]
@@ -73,6 +144,16 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
     return response
 
 
+def _first_error(errors: dict) -> str:
+    """A one-line summary of validation errors, naming the field that failed first."""
+    for field, messages in errors.items():
+        first = messages[0] if isinstance(messages, list) and messages else messages
+        if isinstance(first, dict):
+            return _first_error(first)
+        return str(first) if field == "non_field_errors" else f"{field}: {first}"
+    return "Invalid input."
+
+
 def _wants_json(request) -> bool:
     return request.path.startswith("/api/") or request.path in {"/healthz", "/readyz"}
 
@@ -83,6 +164,16 @@ def not_found(request, exception=None):
     from django.views.defaults import page_not_found
 
     return page_not_found(request, exception)
+
+
+def bad_request(request, exception=None):
+    """Django's own 400s (a body over DATA_UPLOAD_MAX_MEMORY_SIZE, a bad Host header)."""
+    if _wants_json(request):
+        message = str(exception) if exception is not None else ""
+        return JsonResponse({"detail": message or "Bad request.", "code": "bad_request"}, status=400)
+    from django.views.defaults import bad_request as django_bad_request
+
+    return django_bad_request(request, exception)
 
 
 def server_error(request):
@@ -113,26 +204,3 @@ class ApiRootView(APIView):
                 "machines": link("/api/v1/vms/"),
             }
         )
-
-
-class CeilingView(APIView):
-    """A constant small JSON through DRF, nothing else: the benchmark's ceiling."""
-
-    authentication_classes: list = []
-    permission_classes = [AllowAny]
-    throttle_classes: list = []  # the bare framework: no Redis round trip of its own
-    schema = None
-
-    def get(self, request):
-        return Response({"status": "ok", "items": [1, 2, 3]})
-
-
-class SignedInCeilingView(APIView):
-    """The ceiling behind what every signed-in request pays: authentication and the
-    per-user rate limit. Read against it, an endpoint's figure is its own work."""
-
-    permission_classes = [IsAuthenticated]
-    schema = None
-
-    def get(self, request):
-        return Response({"status": "ok", "items": [1, 2, 3]})

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import secrets
 import threading
 import time
@@ -31,8 +30,6 @@ import redis
 from django.conf import settings
 from django.core.cache import caches
 from django.core.serializers.json import DjangoJSONEncoder
-from django.core.signals import setting_changed
-from django.dispatch import receiver
 from django_redis import get_redis_connection
 from django_redis.client import DefaultClient
 from django_redis.exceptions import ConnectionInterrupted
@@ -171,147 +168,6 @@ def is_available() -> bool:
         return False
     incident.recover()
     return True
-
-
-# --- the raw protocol, for the calls made on every request -------------------------
-
-
-class IncompleteReply(Exception):
-    """The buffer ends inside a reply."""
-
-
-def pack(*args: str | bytes | int | float) -> bytes:
-    """One command in the Redis protocol."""
-    parts = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        if isinstance(arg, str):
-            arg = arg.encode()
-        elif not isinstance(arg, bytes):
-            arg = repr(arg).encode()
-        parts.append(b"$%d\r\n%b\r\n" % (len(arg), arg))
-    return b"".join(parts)
-
-
-def parse_reply(buffer: bytearray, position: int = 0) -> tuple[Any, int]:
-    """One RESP2 reply from `buffer` at `position`: (reply, position after it).
-
-    Bulk strings are bytes, integers int, an error reply a `redis.ResponseError` (returned,
-    not raised, so the caller consumes it first); raises IncompleteReply when the buffer
-    ends inside the reply.
-    """
-    end = buffer.find(b"\r\n", position)
-    if end < 0:
-        raise IncompleteReply
-    kind, head, position = buffer[position], bytes(buffer[position + 1 : end]), end + 2
-    if kind == 36:  # $
-        size = int(head)
-        if size < 0:
-            return None, position
-        if len(buffer) < position + size + 2:
-            raise IncompleteReply
-        return bytes(buffer[position : position + size]), position + size + 2
-    if kind == 42:  # *
-        size = int(head)
-        if size < 0:
-            return None, position
-        items = []
-        for _ in range(size):
-            item, position = parse_reply(buffer, position)
-            items.append(item)
-        return items, position
-    if kind == 58:  # :
-        return int(head), position
-    if kind == 45:  # -
-        message = head.decode(errors="replace")
-        error = redis.exceptions.NoScriptError if message.startswith("NOSCRIPT") else redis.ResponseError
-        return error(message), position
-    return head, position
-
-
-class RawConnection:
-    """A connection with this process's Redis settings, spoken to in RESP2 directly.
-
-    For the few calls made on every request (the rate limit) and for the near cache's
-    tracking connection: the client library's command layers (packing, pool bookkeeping,
-    parser objects) cost more than twice the socket work. The library still opens the
-    connection: address, password, database, TLS and timeouts are the pool's. Failures
-    raise the library's connection errors (`CONNECTION_ERRORS`); the owner closes the
-    connection and opens another.
-    """
-
-    def __init__(self) -> None:
-        pool = get_client().connection_pool
-        options = {k: v for k, v in pool.connection_kwargs.items() if not k.startswith("maint_notifications")}
-        self._connection = pool.connection_class(**{**options, "protocol": 2})
-        self._connection.connect()
-        self._sock = self._connection._sock
-        self._buffer = bytearray()
-        self.pid = os.getpid()
-        self._settings = _settings_generation
-
-    def is_current(self) -> bool:
-        """False in a forked child (the socket is the parent's) or once the Redis
-        settings changed (tests point the cache elsewhere)."""
-        return self.pid == os.getpid() and self._settings == _settings_generation
-
-    def call(self, command: bytes) -> Any:
-        """Sends a packed command and waits (up to the socket timeout) for its reply."""
-        self._sock.sendall(command)
-        while True:
-            replies = self._replies()
-            if replies:
-                return _raised(replies[0])
-            self._receive()
-
-    def poll(self) -> list[Any]:
-        """Every complete reply received so far, without waiting (after `nonblocking()`)."""
-        while True:
-            try:
-                self._receive()
-            except BlockingIOError:
-                break
-        return self._replies(limit=None)
-
-    def nonblocking(self) -> None:
-        self._sock.setblocking(False)
-
-    def close(self) -> None:
-        if self.pid == os.getpid():  # in a forked child the socket is the parent's
-            self._connection.disconnect()
-
-    def _receive(self) -> None:
-        chunk = self._sock.recv(65536)
-        if not chunk:
-            raise redis.ConnectionError("Connection closed by the server.")
-        self._buffer += chunk
-
-    def _replies(self, limit: int | None = 1) -> list[Any]:
-        replies: list[Any] = []
-        position = 0
-        while position < len(self._buffer) and (limit is None or len(replies) < limit):
-            try:
-                reply, position = parse_reply(self._buffer, position)
-            except IncompleteReply:
-                break
-            replies.append(reply)
-        del self._buffer[:position]
-        return replies
-
-
-_settings_generation = 0
-
-
-@receiver(setting_changed)
-def _redis_settings_changed(*, setting: str, **kwargs) -> None:
-    global _settings_generation
-    if setting in {"CACHES", "REDIS_URL"}:
-        _settings_generation += 1
-
-
-def _raised(reply: Any) -> Any:
-    if isinstance(reply, redis.ResponseError):
-        raise reply
-    return reply
 
 
 # --- short locks -------------------------------------------------------------

@@ -187,12 +187,6 @@ REDIS_SOCKET_TIMEOUT = env_float("REDIS_SOCKET_TIMEOUT", 0.25)
 REDIS_RETRY_INTERVAL = env_float("REDIS_RETRY_INTERVAL", 1.0)
 REDIS_MAX_CONNECTIONS = env_int("REDIS_MAX_CONNECTIONS", 100)
 CACHE_KEY_PREFIX = os.environ.get("CACHE_KEY_PREFIX", "cache")
-# The near cache (cyberlab.nearcache): hot reads kept in each process and dropped the
-# moment Redis reports a change. The lifetime bounds how long an entry can outlive a
-# change whose report was lost (a publisher cut off from Redis); the size caps memory.
-NEAR_CACHE_ENABLED = env_bool("NEAR_CACHE_ENABLED", True)
-NEAR_CACHE_TTL = env_float("NEAR_CACHE_TTL", 30.0)
-NEAR_CACHE_MAX_ENTRIES = env_int("NEAR_CACHE_MAX_ENTRIES", 10_000)
 
 CACHES = {
     "default": {
@@ -278,16 +272,18 @@ STORAGES = {
 REGISTRATION_OPEN = env_bool("REGISTRATION_OPEN", True)
 API_PAGE_SIZE = env_int("API_PAGE_SIZE", 50)
 API_MAX_PAGE_SIZE = env_int("API_MAX_PAGE_SIZE", 500)
+# The deepest offset a list accepts: beyond any real list, inside every store's integers.
+API_MAX_OFFSET = env_int("API_MAX_OFFSET", 1_000_000_000)
 PROFILE_CACHE_TTL = env_int("PROFILE_CACHE_TTL", 5 * 60)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "cyberlab.accounts.authentication.SessionAuthentication",
-        "cyberlab.accounts.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+        "rest_framework.authentication.TokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["cyberlab.parsers.JSONParser"],
     "DEFAULT_PAGINATION_CLASS": "cyberlab.api.Pagination",
     # Rates and proxies: the "Rate limits and sessions" banner at the end of this file.
     "DEFAULT_THROTTLE_CLASSES": ["cyberlab.throttling.RateLimitThrottle"],
@@ -537,13 +533,6 @@ THROTTLE_RATES = {
 # Reverse proxies in front of the app: X-Forwarded-For is trusted for this many hops
 # only, so a client cannot claim another address (0: REMOTE_ADDR alone).
 NUM_PROXIES = env_int("NUM_PROXIES", 0)
-# A process admitting many requests of one client under `anon` or `user` reserves up to
-# this many slots of that client's limit at a time and admits the next requests from them
-# without a Redis round trip (0: every request asks Redis); reserved slots are usable for
-# RATELIMIT_RESERVE_LIFETIME seconds. Only while half the limit stays free: a client near
-# its limit is decided request by request. See cyberlab/ratelimit.py.
-RATELIMIT_RESERVE_MAX = env_int("RATELIMIT_RESERVE_MAX", 32)
-RATELIMIT_RESERVE_LIFETIME = env_float("RATELIMIT_RESERVE_LIFETIME", 1.0)
 REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] = THROTTLE_RATES
 REST_FRAMEWORK["NUM_PROXIES"] = NUM_PROXIES
 # A session's last_seen_at is written at most this often, not on every request.

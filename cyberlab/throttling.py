@@ -40,7 +40,9 @@ from cyberlab.ratelimit import Bucket, Decision, Rate, Usage
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*([a-z]+)\s*$")
-_REQUEST_ATTRIBUTE = "_ratelimit"
+# Where the throttle leaves its decision for the middleware: the WSGI/ASGI environment,
+# which DRF's request and Django's share.
+_PENDING = "cyberlab.ratelimit"
 # Usernames are matched case-insensitively at login, so their buckets are too; the cap
 # keeps a hostile "username" from becoming a huge Redis key.
 _USERNAME_KEY_LENGTH = 150
@@ -153,10 +155,9 @@ class RateLimitThrottle(BaseThrottle):
         self._wait: float | None = None
 
     def allow_request(self, request, view) -> bool:
-        django_request = request._request
         user = request.user
         signed_in = bool(user and user.is_authenticated)
-        ident = str(user.pk) if signed_in else client_ip(django_request)
+        ident = str(user.pk) if signed_in else client_ip(request)
         buckets: list[Bucket] = []
         general = "user" if signed_in else "anon"
         general_rate = scope_rate(general)
@@ -167,11 +168,10 @@ class RateLimitThrottle(BaseThrottle):
         if scope:
             scope_buckets[scope] = self._scope_buckets(scope, request, ident)
             buckets += scope_buckets[scope]
-        # The general limit alone may be decided from slots reserved in advance.
-        decision = ratelimit.hit(buckets, reserve=not scope_buckets)
+        decision = ratelimit.hit(buckets)
         if decision is None:
             return True
-        setattr(django_request, _REQUEST_ATTRIBUTE, _Pending(decision=decision, scope_buckets=scope_buckets))
+        request.META[_PENDING] = _Pending(decision=decision, scope_buckets=scope_buckets)
         self._wait = decision.retry_after
         return decision.admitted
 
@@ -181,19 +181,19 @@ class RateLimitThrottle(BaseThrottle):
     @staticmethod
     def _scope_buckets(scope: str, request, ident: str) -> list[Bucket]:
         if scope == "login":
-            return login_buckets(request._request, _posted_username(request))
+            return login_buckets(request, _posted_username(request))
         rate = scope_rate(scope)
         if rate is None:
             return []
         if scope == "register":
-            ident = client_ip(request._request)
+            ident = client_ip(request)
         return [Bucket(ratelimit.key(scope=scope, ident=ident), rate)]
 
 
 def refused_only_by(request: HttpRequest, scope: str) -> bool:
     """True when this request was refused by the buckets of `scope` alone: every other
     limit it counts against still had room."""
-    pending = getattr(request, _REQUEST_ATTRIBUTE, None)
+    pending = request.META.get(_PENDING)
     if pending is None or pending.decision.admitted:
         return False
     own = {bucket.key for bucket in pending.scope_buckets.get(scope, [])}
@@ -243,7 +243,7 @@ class RateLimitMiddleware:
             if refused is not None:
                 return refused
         response = self.get_response(request)
-        pending = getattr(request, _REQUEST_ATTRIBUTE, None)
+        pending = request.META.get(_PENDING)
         if pending is not None:
             _finish(pending, response)
         return response
@@ -262,7 +262,7 @@ class RateLimitMiddleware:
         decision = ratelimit.hit(buckets)
         if decision is None:
             return None
-        setattr(request, _REQUEST_ATTRIBUTE, _Pending(decision=decision, scope_buckets={}))
+        request.META[_PENDING] = _Pending(decision=decision, scope_buckets={})
         if decision.admitted:
             return None
         wait = math.ceil(decision.retry_after)

@@ -28,10 +28,9 @@ urlpatterns = [
 ]
 
 if settings.BENCH_CEILING:
-    urlpatterns += [
-        path("bench/ceiling/", api.CeilingView.as_view(), name="bench-ceiling"),
-        path("bench/ceiling/signed-in/", api.SignedInCeilingView.as_view(), name="bench-ceiling-signed-in"),
-    ]
+    # The benchmark's ceilings and Postgres-only references (bench/).
+    urlpatterns += [path("bench/", include("bench.urls"))]
 
+handler400 = "cyberlab.api.bad_request"
 handler404 = "cyberlab.api.not_found"
 handler500 = "cyberlab.api.server_error"

@@ -80,19 +80,20 @@ def catalogue_invalidate_on_commit(*, objects: Iterable[Model], extra_keys: Iter
 def _remember_before(sender, instance, raw=False, **kwargs) -> None:
     if raw:
         return
-    instance._catalogue_keys_before = catalogue_keys(objects=[instance]) if instance.pk else set()
+    # Carried on the instance to its post_save or post_delete, which sees the same object.
+    instance.catalogue_keys_before = catalogue_keys(objects=[instance]) if instance.pk else set()
 
 
 def _drop_after_save(sender, instance, raw=False, **kwargs) -> None:
     if raw:
         return
-    before = getattr(instance, "_catalogue_keys_before", set())
+    before = getattr(instance, "catalogue_keys_before", set())
     catalogue_invalidate_on_commit(objects=[instance], extra_keys=before)
 
 
 def _drop_after_delete(sender, instance, **kwargs) -> None:
     # The row is gone after the delete, so the keys come from before it.
-    before = getattr(instance, "_catalogue_keys_before", set())
+    before = getattr(instance, "catalogue_keys_before", set())
     transaction.on_commit(lambda: cache.catalogue_invalidate(keys=before))
 
 

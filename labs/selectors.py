@@ -2,18 +2,21 @@
 
 The catalogue has a shared part (published content, the same for every learner, cached
 in Redis) and a personal part (my solves, my attempts) merged in per request and never
-stored in a shared entry. Staff see unpublished content and always read Postgres, so a
-preview neither reads nor fills the shared entries.
+stored in a shared entry. A shared entry is stored as its entry serializer
+(labs.serializers) rendered it, so a cached read does no serializer work; the functions
+here that fill an entry are the only ones that render one. Staff see unpublished content
+and always read Postgres, so a preview neither reads nor fills the shared entries.
 """
 
 from __future__ import annotations
 
 import random
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.contrib.auth.models import AnonymousUser
-from django.db.models import Count, Max, Q, Sum
+from django.db.models import Count, Max, Prefetch, Q, Sum, prefetch_related_objects
 from django.utils import timezone
 from rest_framework.exceptions import NotFound
 
@@ -31,6 +34,12 @@ from labs.models import (
     Submission,
     Verdict,
 )
+from labs.serializers import (
+    CourseEntrySerializer,
+    CourseListItemSerializer,
+    LabEntrySerializer,
+    QuizEntrySerializer,
+)
 from labs.text import render_markdown
 
 
@@ -44,6 +53,9 @@ def _learner(user: User | AnonymousUser) -> User | None:
 
 
 # --- shared parts (what a cache entry holds) --------------------------------------
+#
+# Each builder reads the rows of one entry and attaches what is computed rather than
+# stored (counts, points, rendered Markdown); the entry serializer renders the result.
 
 
 def _visible_courses(preview: bool):
@@ -65,6 +77,9 @@ def _totals_by(queryset, field: str) -> dict[int, dict]:
     }
 
 
+_NO_ROWS = {"count": 0, "points": 0}
+
+
 def _course_list_build(*, preview: bool) -> list[dict]:
     courses = list(_visible_courses(preview).order_by("order", "id"))
     ids = [course.pk for course in courses]
@@ -75,28 +90,15 @@ def _course_list_build(*, preview: bool) -> list[dict]:
     quizzes = _count_by(Quiz.objects.filter(published, course_id__in=ids), "course_id")
     question_filter = Q(quiz__course_id__in=ids) & (Q() if preview else Q(quiz__published=True))
     questions = _totals_by(Question.objects.filter(question_filter), "quiz__course_id")
-    result = []
     for course in courses:
-        flag_row = flags.get(course.pk, {"count": 0, "points": 0})
-        question_row = questions.get(course.pk, {"count": 0, "points": 0})
-        result.append(
-            {
-                "id": course.pk,
-                "slug": course.slug,
-                "title": course.title,
-                "summary": course.summary,
-                "difficulty": course.difficulty,
-                "tags": course.tags,
-                "order": course.order,
-                "published": course.published,
-                "lab_count": labs.get(course.pk, 0),
-                "quiz_count": quizzes.get(course.pk, 0),
-                "flag_count": flag_row["count"],
-                "question_count": question_row["count"],
-                "total_points": (flag_row["points"] or 0) + (question_row["points"] or 0),
-            }
-        )
-    return result
+        flag_row = flags.get(course.pk, _NO_ROWS)
+        question_row = questions.get(course.pk, _NO_ROWS)
+        course.lab_count = labs.get(course.pk, 0)
+        course.quiz_count = quizzes.get(course.pk, 0)
+        course.flag_count = flag_row["count"]
+        course.question_count = question_row["count"]
+        course.total_points = (flag_row["points"] or 0) + (question_row["points"] or 0)
+    return CourseListItemSerializer(courses, many=True).data
 
 
 def _course_get(*, slug: str, preview: bool) -> Course:
@@ -108,54 +110,23 @@ def _course_get(*, slug: str, preview: bool) -> Course:
 
 def _course_detail_build(*, slug: str, preview: bool) -> dict:
     course = _course_get(slug=slug, preview=preview)
-    lab_filter = Q() if preview else Q(published=True)
-    labs = list(course.labs.filter(lab_filter).select_related("machine").order_by("order", "id"))
+    visible = Q() if preview else Q(published=True)
+    labs = list(course.labs.filter(visible).select_related("machine").order_by("order", "id"))
     flag_totals = _totals_by(Flag.objects.filter(lab__in=labs), "lab_id")
-    quizzes = list(course.quizzes.filter(lab_filter).order_by("order", "id"))
+    quizzes = list(course.quizzes.filter(visible).order_by("order", "id"))
     question_totals = _totals_by(Question.objects.filter(quiz__in=quizzes), "quiz_id")
-    empty = {"count": 0, "points": 0}
-    lab_items = [
-        {
-            "id": lab.pk,
-            "title": lab.title,
-            "difficulty": lab.difficulty,
-            "estimated_minutes": lab.estimated_minutes,
-            "order": lab.order,
-            "published": lab.published,
-            "has_machine": _has_machine(lab),
-            "flag_count": flag_totals.get(lab.pk, empty)["count"],
-            "points": flag_totals.get(lab.pk, empty)["points"] or 0,
-        }
-        for lab in labs
-    ]
-    quiz_items = [
-        {
-            "id": quiz.pk,
-            "title": quiz.title,
-            "order": quiz.order,
-            "published": quiz.published,
-            "pass_mark": quiz.pass_mark,
-            "max_attempts": quiz.max_attempts,
-            "question_count": question_totals.get(quiz.pk, empty)["count"],
-            "points": question_totals.get(quiz.pk, empty)["points"] or 0,
-        }
-        for quiz in quizzes
-    ]
-    return {
-        "id": course.pk,
-        "slug": course.slug,
-        "title": course.title,
-        "summary": course.summary,
-        "description": course.description,
-        "description_html": render_markdown(course.description),
-        "difficulty": course.difficulty,
-        "tags": course.tags,
-        "order": course.order,
-        "published": course.published,
-        "total_points": sum(item["points"] for item in lab_items + quiz_items),
-        "labs": lab_items,
-        "quizzes": quiz_items,
-    }
+    for lab in labs:
+        lab.has_machine = _has_machine(lab)
+        lab.flag_count = flag_totals.get(lab.pk, _NO_ROWS)["count"]
+        lab.points = flag_totals.get(lab.pk, _NO_ROWS)["points"] or 0
+    for quiz in quizzes:
+        quiz.question_count = question_totals.get(quiz.pk, _NO_ROWS)["count"]
+        quiz.points = question_totals.get(quiz.pk, _NO_ROWS)["points"] or 0
+    course.visible_labs = labs
+    course.visible_quizzes = quizzes
+    course.description_html = render_markdown(course.description)
+    course.total_points = sum(item.points for item in labs + quizzes)
+    return CourseEntrySerializer(course).data
 
 
 def _has_machine(lab: Lab) -> bool:
@@ -165,52 +136,18 @@ def _has_machine(lab: Lab) -> bool:
         return False
 
 
-def _lab_get(*, lab_id: int, preview: bool) -> Lab:
-    queryset = Lab.objects.select_related("course", "machine")
+def _lab_detail_build(*, lab_id: int, preview: bool) -> dict:
+    queryset = Lab.objects.select_related("course", "machine").prefetch_related(
+        Prefetch("flags", queryset=Flag.objects.order_by("order", "id"))
+    )
     if not preview:
         queryset = queryset.filter(published=True, course__published=True)
     lab = queryset.filter(pk=lab_id).first()
     if lab is None:
         raise NotFound("No such lab.")
-    return lab
-
-
-def _machine_summary(lab: Lab) -> dict | None:
-    if not _has_machine(lab):
-        return None
-    machine = lab.machine
-    # The image and environment stay server-side: the environment may hold the
-    # machine's secrets, and the learner needs only how to reach it.
-    return {
-        "ports": [
-            {"port": int(item.get("port", 0)), "protocol": str(item.get("protocol", "tcp"))}
-            for item in machine.ports or []
-            if isinstance(item, dict)
-        ],
-        "memory_mb": machine.memory_mb,
-        "cpus": float(machine.cpus),
-        "lifetime_minutes": machine.lifetime_minutes,
-        "ssh_user": machine.ssh_user if any(p.get("protocol") == "ssh" for p in machine.ports or []) else "",
-    }
-
-
-def _lab_detail_build(*, lab_id: int, preview: bool) -> dict:
-    lab = _lab_get(lab_id=lab_id, preview=preview)
-    flags = list(lab.flags.order_by("order", "id").values("id", "prompt", "points", "kind", "max_attempts"))
-    return {
-        "id": lab.pk,
-        "course": {"slug": lab.course.slug, "title": lab.course.title},
-        "title": lab.title,
-        "description": lab.description,
-        "description_html": render_markdown(lab.description),
-        "difficulty": lab.difficulty,
-        "estimated_minutes": lab.estimated_minutes,
-        "order": lab.order,
-        "published": lab.published,
-        "total_points": sum(flag["points"] for flag in flags),
-        "flags": flags,
-        "machine": _machine_summary(lab),
-    }
+    lab.description_html = render_markdown(lab.description)
+    lab.total_points = sum(flag.points for flag in lab.flags.all())
+    return LabEntrySerializer(lab).data
 
 
 def _quiz_get(*, quiz_id: int, preview: bool) -> Quiz:
@@ -225,33 +162,10 @@ def _quiz_get(*, quiz_id: int, preview: bool) -> Quiz:
 
 def _quiz_detail_build(*, quiz_id: int, preview: bool) -> dict:
     quiz = _quiz_get(quiz_id=quiz_id, preview=preview)
-    questions = list(quiz.questions.order_by("order", "id").prefetch_related("choices"))
-    # Only what a learner may see before answering: never `correct`, `answer`,
-    # `match` or `explanation`.
-    items = [
-        {
-            "id": question.pk,
-            "text": question.text,
-            "kind": question.kind,
-            "points": question.points,
-            "order": question.order,
-            "choices": [{"id": choice.pk, "text": choice.text} for choice in question.choices.all()],
-        }
-        for question in questions
-    ]
-    return {
-        "id": quiz.pk,
-        "course": {"slug": quiz.course.slug, "title": quiz.course.title},
-        "title": quiz.title,
-        "order": quiz.order,
-        "published": quiz.published,
-        "pass_mark": quiz.pass_mark,
-        "max_attempts": quiz.max_attempts,
-        "min_wait_seconds": quiz.min_wait_seconds,
-        "shuffle": quiz.shuffle,
-        "total_points": sum(item["points"] for item in items),
-        "questions": items,
-    }
+    questions = Question.objects.order_by("order", "id").prefetch_related("choices")
+    prefetch_related_objects([quiz], Prefetch("questions", queryset=questions))
+    quiz.total_points = sum(question.points for question in quiz.questions.all())
+    return QuizEntrySerializer(quiz).data
 
 
 def _shared(user: User | AnonymousUser, key: str, build) -> dict | list:
@@ -264,29 +178,55 @@ def _shared(user: User | AnonymousUser, key: str, build) -> dict | list:
 # --- the public selectors -------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class CourseDetail:
+    """A course as one learner sees it: the shared entry, and my progress when signed in.
+
+    `labs` and `quizzes` are the entry's, each with my `progress` added; None signed out.
+    """
+
+    entry: dict
+    labs: list[dict] | None = None
+    quizzes: list[dict] | None = None
+    progress: dict | None = None
+
+
+@dataclass(frozen=True)
+class LabDetail:
+    """A lab's shared entry, its flags with `solved` and `attempts_left` (mine), my progress."""
+
+    entry: dict
+    flags: list[dict]
+    progress: dict
+
+
+@dataclass(frozen=True)
+class QuizDetail:
+    """A quiz's shared entry, its questions in my order with `solved`, my attempts so far."""
+
+    entry: dict
+    questions: list[dict]
+    progress: dict
+
+
 def course_list(*, user: User | AnonymousUser) -> list[dict]:
-    """Visible courses: from the shared `courses:list` entry, zero queries when cached."""
+    """Visible courses, rendered: from the shared `courses:list` entry, zero queries when cached."""
     return _shared(user, cache.courses_list_key(), _course_list_build)
 
 
-def course_detail(*, user: User | AnonymousUser, slug: str) -> dict:
+def course_detail(*, user: User | AnonymousUser, slug: str) -> CourseDetail:
     """A course with its labs and quizzes, and my progress in each when signed in."""
-    detail = dict(
-        _shared(
-            user,
-            cache.course_key(slug=slug),
-            lambda preview: _course_detail_build(slug=slug, preview=preview),
-        )
+    entry = _shared(
+        user, cache.course_key(slug=slug), lambda preview: _course_detail_build(slug=slug, preview=preview)
     )
     learner = _learner(user)
     if learner is None:
-        detail["progress"] = None
-        return detail
-    lab_ids = {lab["id"] for lab in detail["labs"]}
-    quiz_ids = {quiz["id"] for quiz in detail["quizzes"]}
+        return CourseDetail(entry=entry)
+    lab_ids = {lab["id"] for lab in entry["labs"]}
+    quiz_ids = {quiz["id"] for quiz in entry["quizzes"]}
     solved_by_lab: dict[int, list[int]] = defaultdict(list)
     solved_by_quiz: dict[int, list[int]] = defaultdict(list)
-    for lab_id, quiz_id, points in Solve.objects.filter(user=learner, course_id=detail["id"]).values_list(
+    for lab_id, quiz_id, points in Solve.objects.filter(user=learner, course_id=entry["id"]).values_list(
         "flag__lab_id", "question__quiz_id", "points"
     ):
         if lab_id in lab_ids:
@@ -301,7 +241,7 @@ def course_detail(*, user: User | AnonymousUser, slug: str) -> dict:
         .annotate(count=Count("id"), best=Max("score"), passed=Count("id", filter=Q(passed=True)))
     }
     labs = []
-    for lab in detail["labs"]:
+    for lab in entry["labs"]:
         solved = solved_by_lab.get(lab["id"], [])
         labs.append(
             {
@@ -314,7 +254,7 @@ def course_detail(*, user: User | AnonymousUser, slug: str) -> dict:
             }
         )
     quizzes = []
-    for quiz in detail["quizzes"]:
+    for quiz in entry["quizzes"]:
         solved = solved_by_quiz.get(quiz["id"], [])
         row = attempts.get(quiz["id"])
         quizzes.append(
@@ -331,74 +271,64 @@ def course_detail(*, user: User | AnonymousUser, slug: str) -> dict:
         )
     solved_total = sum(item["progress"]["solved"] for item in labs + quizzes)
     total = sum(lab["flag_count"] for lab in labs) + sum(quiz["question_count"] for quiz in quizzes)
-    detail["labs"] = labs
-    detail["quizzes"] = quizzes
-    detail["progress"] = {
-        "enrolled": Enrollment.objects.filter(user=learner, course_id=detail["id"]).exists(),
+    progress = {
+        "enrolled": Enrollment.objects.filter(user=learner, course_id=entry["id"]).exists(),
         "points": sum(item["progress"]["points"] for item in labs + quizzes),
         "solved": solved_total,
         "total": total,
         "percent": _percent(solved_total, total),
         "completed": total > 0 and solved_total >= total,
     }
-    return detail
+    return CourseDetail(entry=entry, labs=labs, quizzes=quizzes, progress=progress)
 
 
-def lab_detail(*, user: User, lab_id: int) -> dict:
+def lab_detail(*, user: User, lab_id: int) -> LabDetail:
     """A lab with its flags (never their values), each marked solved-by-me."""
-    detail = dict(
-        _shared(
-            user,
-            cache.lab_key(lab_id=lab_id),
-            lambda preview: _lab_detail_build(lab_id=lab_id, preview=preview),
-        )
+    entry = _shared(
+        user, cache.lab_key(lab_id=lab_id), lambda preview: _lab_detail_build(lab_id=lab_id, preview=preview)
     )
-    flag_ids = [flag["id"] for flag in detail["flags"]]
+    flag_ids = [flag["id"] for flag in entry["flags"]]
     solved = set(Solve.objects.filter(user=user, flag_id__in=flag_ids).values_list("flag_id", flat=True))
-    limited = [flag["id"] for flag in detail["flags"] if flag["max_attempts"] is not None]
+    limited = [flag["id"] for flag in entry["flags"] if flag["max_attempts"] is not None]
     wrong = flag_wrong_attempts(user=user, flag_ids=limited) if limited else {}
     flags = []
-    for flag in detail["flags"]:
+    for flag in entry["flags"]:
         attempts_left = None
         if flag["max_attempts"] is not None and flag["id"] not in solved:
             attempts_left = max(0, flag["max_attempts"] - wrong.get(flag["id"], 0))
         flags.append({**flag, "solved": flag["id"] in solved, "attempts_left": attempts_left})
-    detail["flags"] = flags
-    detail["progress"] = {
+    progress = {
         "solved": len(solved),
         "total": len(flags),
         "points": sum(flag["points"] for flag in flags if flag["solved"]),
         "completed": bool(flags) and len(solved) >= len(flags),
     }
-    return detail
+    return LabDetail(entry=entry, flags=flags, progress=progress)
 
 
-def quiz_detail(*, user: User, quiz_id: int) -> dict:
+def quiz_detail(*, user: User, quiz_id: int) -> QuizDetail:
     """A quiz's questions and choices, never which are correct, with my attempts so far."""
-    detail = dict(
-        _shared(
-            user,
-            cache.quiz_key(quiz_id=quiz_id),
-            lambda preview: _quiz_detail_build(quiz_id=quiz_id, preview=preview),
-        )
+    entry = _shared(
+        user,
+        cache.quiz_key(quiz_id=quiz_id),
+        lambda preview: _quiz_detail_build(quiz_id=quiz_id, preview=preview),
     )
-    question_ids = [question["id"] for question in detail["questions"]]
+    question_ids = [question["id"] for question in entry["questions"]]
     solved = set(
         Solve.objects.filter(user=user, question_id__in=question_ids).values_list("question_id", flat=True)
     )
-    questions = [{**question, "solved": question["id"] in solved} for question in detail["questions"]]
-    if detail["shuffle"]:
+    questions = [{**question, "solved": question["id"] in solved} for question in entry["questions"]]
+    if entry["shuffle"]:
         # Seeded by learner and quiz: the order differs between learners but stays put
         # when one learner reloads the page.
-        rng = random.Random(f"{user.pk}:{detail['id']}")
+        rng = random.Random(f"{user.pk}:{entry['id']}")
         rng.shuffle(questions)
         for question in questions:
             question["choices"] = list(question["choices"])
             rng.shuffle(question["choices"])
-    detail["questions"] = questions
-    detail["progress"] = quiz_progress(user=user, quiz_id=detail["id"], policy=detail)
-    detail["progress"]["solved"] = len(solved)
-    return detail
+    progress = quiz_progress(user=user, quiz_id=entry["id"], policy=entry)
+    progress["solved"] = len(solved)
+    return QuizDetail(entry=entry, questions=questions, progress=progress)
 
 
 def quiz_progress(*, user: User, quiz_id: int, policy: dict) -> dict:
@@ -442,26 +372,28 @@ def user_points(*, user: User) -> int:
 
 
 def user_progress(*, user: User) -> dict:
-    """My solves, my points and my completion of every course I enrolled in or scored in."""
+    """My points, my solves (`Solve` rows, newest first) and my completion of every
+    course I enrolled in or scored in."""
     solves = list(
         Solve.objects.filter(user=user)
-        .order_by("-created_at", "-id")
-        .values(
-            "flag_id",
-            "question_id",
-            "flag__lab_id",
-            "question__quiz_id",
-            "course__slug",
-            "course_id",
+        .select_related("flag", "question", "course")
+        .only(
+            "flag",
+            "question",
+            "course",
             "points",
             "created_at",
+            "flag__lab",
+            "question__quiz",
+            "course__slug",
         )
+        .order_by("-created_at", "-id")
     )
     enrolled = set(Enrollment.objects.filter(user=user).values_list("course_id", flat=True))
     catalogue = {course["id"]: course for course in course_list(user=user)}
     solved_by_course: dict[int, list[int]] = defaultdict(list)
     for solve in solves:
-        solved_by_course[solve["course_id"]].append(solve["points"])
+        solved_by_course[solve.course_id].append(solve.points)
     courses = []
     for course_id in sorted(enrolled | set(solved_by_course), key=lambda cid: _course_order(catalogue, cid)):
         course = catalogue.get(course_id)
@@ -482,23 +414,7 @@ def user_progress(*, user: User) -> dict:
                 "completed": total > 0 and solved >= total,
             }
         )
-    return {
-        "points": sum(solve["points"] for solve in solves),
-        "solves": [
-            {
-                "source": "flag" if solve["flag_id"] else "question",
-                "flag_id": solve["flag_id"],
-                "question_id": solve["question_id"],
-                "lab_id": solve["flag__lab_id"],
-                "quiz_id": solve["question__quiz_id"],
-                "course": solve["course__slug"],
-                "points": solve["points"],
-                "solved_at": solve["created_at"],
-            }
-            for solve in solves
-        ],
-        "courses": courses,
-    }
+    return {"points": sum(solve.points for solve in solves), "solves": solves, "courses": courses}
 
 
 def _course_order(catalogue: dict[int, dict], course_id: int) -> tuple[int, int]:

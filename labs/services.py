@@ -366,7 +366,8 @@ def quiz_attempt_submit(*, user: User, quiz: Quiz, answers: dict, max_text_lengt
 
 def course_enroll(*, user: User, course: Course) -> tuple[Enrollment, bool]:
     """Enrols the learner; (enrollment, created). Enrolling twice is not an error."""
-    enrollment, created = Enrollment.objects.get_or_create(user=user, course=course)
+    # With its course loaded: what the API shows of an enrolment is the course's slug.
+    enrollment, created = Enrollment.objects.select_related("course").get_or_create(user=user, course=course)
     return enrollment, created
 
 
@@ -383,7 +384,7 @@ def catalogue_set_published(*, queryset: QuerySet, published: bool) -> int:
     if not changed:
         return 0
     fields = {"published": published}
-    if any(field.name == "updated_at" for field in model._meta.fields):
+    if hasattr(model, "updated_at"):
         fields["updated_at"] = timezone.now()
     model.objects.filter(pk__in=[obj.pk for obj in changed]).update(**fields)
     receivers.catalogue_invalidate_on_commit(objects=changed)

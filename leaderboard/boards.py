@@ -9,7 +9,7 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from leaderboard import store
+from leaderboard import keys
 
 
 def week_start(moment: datetime.datetime) -> datetime.date:
@@ -48,10 +48,10 @@ class Board:
     @property
     def key(self) -> str:
         if self.course_id is not None:
-            return store.course_key(course_id=self.course_id)
+            return keys.course_key(course_id=self.course_id)
         if self.week is not None:
-            return store.weekly_key(week_start=self.week)
-        return store.live_key()
+            return keys.weekly_key(week_start=self.week)
+        return keys.live_key()
 
     @property
     def since(self) -> datetime.datetime | None:

@@ -48,16 +48,16 @@ def _seen(user: User) -> tuple | None:
 
 @receiver(post_init, sender=User, dispatch_uid="leaderboard.user_init")
 def _remember_user(sender, instance: User, **kwargs) -> None:
-    instance._leaderboard_seen = _seen(instance)
+    instance.leaderboard_seen_values = _seen(instance)
 
 
 @receiver(post_save, sender=User, dispatch_uid="leaderboard.user_saved")
 def _on_user_saved(sender, instance: User, created: bool, update_fields=None, **kwargs) -> None:
     if update_fields is not None and not set(update_fields) & set(_TRACKED):
         return
-    before = getattr(instance, "_leaderboard_seen", None)
+    before = getattr(instance, "leaderboard_seen_values", None)
     after = _seen(instance)
-    instance._leaderboard_seen = after
+    instance.leaderboard_seen_values = after
     excluded = is_excluded(hidden=instance.hidden_from_leaderboard, is_staff=instance.is_staff)
     if created:
         if excluded:

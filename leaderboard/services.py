@@ -20,8 +20,9 @@ from cyberlab import redis_client
 from cyberlab.accounts.models import User
 from cyberlab.queue import BrokerUnavailable, enqueue
 from labs.models import Solve
-from leaderboard import store
+from leaderboard import keys, scores, store
 from leaderboard.boards import Board, boards_for_solve, excluded_filter, is_excluded, week_start
+from leaderboard.staging import Staging
 
 logger = logging.getLogger(__name__)
 
@@ -91,11 +92,11 @@ def _apply(
             user_id=user_id,
             name=name,
             points=points,
-            seconds=store.reach_seconds(awarded_at),
+            seconds=scores.reach_seconds(awarded_at),
             boards=[(board.key, board.expire_at_ms) for board in boards],
             excluded=excluded,
         )
-    except (store.BoundExceeded, redis.ResponseError) as error:
+    except (scores.BoundExceeded, redis.ResponseError) as error:
         logger.error("Solve %s cannot be ranked exactly and is left off the board: %s", solve_id, error)
         return 0
 
@@ -104,14 +105,14 @@ def leaderboard_rebuild_request() -> bool:
     """Queues one rebuild; False when one is already queued or the broker is down."""
     from leaderboard.tasks import leaderboard_rebuild_task
 
-    token = redis_client.lock_acquire(store.rebuild_lock_key(), ttl=settings.LEADERBOARD_REBUILD_LOCK_TTL)
+    token = redis_client.lock_acquire(keys.rebuild_lock_key(), ttl=settings.LEADERBOARD_REBUILD_LOCK_TTL)
     if token is None:
         return False
     try:
         enqueue(leaderboard_rebuild_task)
     except BrokerUnavailable:
         # Let the next reader (or the catch-up task) try again rather than wait out the lock.
-        redis_client.lock_release(store.rebuild_lock_key(), token)
+        redis_client.lock_release(keys.rebuild_lock_key(), token)
         logger.warning("Leaderboard rebuild not queued: the broker is down")
         return False
     return True
@@ -148,7 +149,7 @@ def _board_score(board: Board, solves: Iterable[tuple[int, int, int, datetime.da
         if board.week is not None and week_start(created_at) != board.week:
             continue
         points += solve_points
-        seconds = max(seconds, store.reach_seconds(created_at))
+        seconds = max(seconds, scores.reach_seconds(created_at))
     return store.BoardScore(key=board.key, points=points, seconds=seconds, expire_at_ms=board.expire_at_ms)
 
 
@@ -226,7 +227,7 @@ def leaderboard_rebuild() -> RebuildResult:
     now = timezone.now()
     settle_before = now - datetime.timedelta(seconds=settings.LEADERBOARD_CATCHUP_SETTLE)
     this_week = Board.weekly(week_start(now))
-    staging = store.Staging(stage_ttl=settings.LEADERBOARD_REBUILD_LOCK_TTL * 10)
+    staging = Staging(stage_ttl=settings.LEADERBOARD_REBUILD_LOCK_TTL * 10)
     outermost = not connection.in_atomic_block
     try:
         with transaction.atomic():
@@ -247,7 +248,7 @@ def leaderboard_rebuild() -> RebuildResult:
                     above_cursor.append(solve_id)
                 if points <= 0 or user_id in excluded:
                     continue
-                seconds = store.reach_seconds(created_at)
+                seconds = scores.reach_seconds(created_at)
                 overall.add(user_id, points, seconds)
                 courses[course_id].add(user_id, points, seconds)
                 if week_start(created_at) == this_week.week:
@@ -256,25 +257,25 @@ def leaderboard_rebuild() -> RebuildResult:
                 "id", "display_name", "username"
             )
             staging.write_hash(
-                store.names_key(),
+                keys.names_key(),
                 (
-                    (store.member(user_id), _name(display_name, username))
+                    (keys.member(user_id), _name(display_name, username))
                     for user_id, display_name, username in names.iterator(chunk_size=5000)
                     if user_id in overall.points
                 ),
             )
         # Ids above the cursor were applied by this rebuild; ids below are covered by it.
         staging.write_applied(solve_id for solve_id in above_cursor if solve_id > cursor)
-        staging.write_set(store.excluded_key(), (store.member(user_id) for user_id in excluded))
-        staging.write_board(store.live_key(), overall.entries())
+        staging.write_set(keys.excluded_key(), (keys.member(user_id) for user_id in excluded))
+        staging.write_board(keys.live_key(), overall.entries())
         for course_id, tally in courses.items():
-            staging.write_board(store.course_key(course_id=course_id), tally.entries())
+            staging.write_board(keys.course_key(course_id=course_id), tally.entries())
         staging.write_board(this_week.key, weekly.entries(), this_week.expire_at_ms)
         staging.swap(cursor=cursor)
     except BaseException:
         redis_client.fallback(staging.discard, None)
         raise
-    redis_client.fallback(lambda: redis_client.delete(store.rebuild_lock_key()), 0)
+    redis_client.fallback(lambda: redis_client.delete(keys.rebuild_lock_key()), 0)
     leaderboard_catch_up()
     logger.info("Leaderboard rebuilt: %d learners from %d solves", len(overall.points), count)
     return RebuildResult(learners=len(overall.points), solves=count, courses=len(courses), cursor=cursor)
@@ -355,7 +356,7 @@ def leaderboard_catch_up() -> CatchUpResult:
 
 def _reconcile_excluded() -> int:
     with redis_client.connection() as client:
-        in_redis = {int(value) for value in client.smembers(store.excluded_key())}
+        in_redis = {int(value) for value in client.smembers(keys.excluded_key())}
     in_postgres = set(User.objects.filter(excluded_filter()).values_list("id", flat=True))
     changed = in_redis ^ in_postgres
     for user_id in sorted(changed):

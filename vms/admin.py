@@ -86,7 +86,7 @@ class VMSessionAdmin(admin.ModelAdmin):
 
 @admin.register(LiveMachine)
 class LiveMachineAdmin(admin.ModelAdmin):
-    """Every live machine as Redis holds it (the ledger when Redis is down), with a stop button."""
+    """Every live machine, with a stop button: Redis's list, or the ledger's when Redis lost it."""
 
     def has_add_permission(self, request) -> bool:
         return False
@@ -104,26 +104,25 @@ class LiveMachineAdmin(admin.ModelAdmin):
     def changelist_view(self, request, extra_context=None):
         if not self.has_view_permission(request):
             raise PermissionDenied
-        machines = selectors.vm_live_machines()
-        states = [selectors.state_view(fields, staff=True) for fields in machines[0:LIVE_PAGE_SIZE]]
-        users = User.objects.in_bulk({state["user_id"] for state in states})
-        labs = Lab.objects.in_bulk({state["lab_id"] for state in states})
+        total, machines = selectors.vm_live_machines(limit=LIVE_PAGE_SIZE, offset=0)
+        users = User.objects.in_bulk({machine.user_id for machine in machines})
+        labs = Lab.objects.in_bulk({machine.lab_id for machine in machines})
         rows = [
             {
-                **state,
-                "user": users.get(state["user_id"]),
-                "lab": labs.get(state["lab_id"]),
-                "minutes_left": state["seconds_left"] // 60,
-                "addresses": [port["address"] for port in (state["connection"] or {}).get("ports", [])],
+                "machine": machine,
+                "user": users.get(machine.user_id),
+                "lab": labs.get(machine.lab_id),
+                "minutes_left": machine.seconds_left // 60,
+                "addresses": [port["address"] for port in (machine.connection or {}).get("ports", [])],
             }
-            for state in states
+            for machine in machines
         ]
         context = {
             **self.admin_site.each_context(request),
             "title": "Live machines",
             "opts": self.model._meta,
             "rows": rows,
-            "total": len(machines),
+            "total": total,
             "now": timezone.now(),
             "can_stop": _can_stop(request),
             **(extra_context or {}),

@@ -11,12 +11,19 @@ from rest_framework.permissions import BasePermission, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from cyberlab.api import Pagination
+from cyberlab.api import Pagination, error_responses
 from cyberlab.throttling import refused_only_by
 from vms import selectors, services
 from vms.errors import MachineNotFound
 from vms.models import StopReason
 from vms.serializers import MachineStateSerializer, StaffMachineStateSerializer
+
+# Every machine endpoint may answer these: not signed in (a 403, since the session
+# authenticator asks for no credentials; a missing CSRF token too), and rate limited.
+_ERRORS = (403, 429)
+# What a start answers besides: the lab or its machine not found, the learner's machine
+# limit, the engine, the queue or machines switched off.
+_START_ERRORS = error_responses(*_ERRORS, 404, 422, 503)
 
 
 class CanViewMachines(BasePermission):
@@ -45,65 +52,72 @@ class LabMachineApi(APIView):
         # A start that would only return the live machine creates nothing: the start limit
         # being spent is no reason to refuse it (any other limit still is).
         request = self.request
-        if (
-            isinstance(exc, Throttled)
-            and request.method == "POST"
-            and refused_only_by(request._request, "vm_start")
-        ):
-            fields = selectors.vm_live_state_for_user(user_id=request.user.pk, lab_id=self.kwargs["lab_id"])
-            if fields is not None:
-                return Response(selectors.state_view(fields))
+        if isinstance(exc, Throttled) and request.method == "POST" and refused_only_by(request, "vm_start"):
+            machine = selectors.vm_live_state_for_user(user_id=request.user.pk, lab_id=self.kwargs["lab_id"])
+            if machine is not None:
+                return Response(MachineStateSerializer(machine).data)
         return super().handle_exception(exc)
 
-    @extend_schema(request=None, responses={200: MachineStateSerializer, 202: MachineStateSerializer})
+    @extend_schema(
+        request=None,
+        responses={
+            200: MachineStateSerializer,
+            202: MachineStateSerializer,
+            **_START_ERRORS,
+            **error_responses(409),
+        },
+    )
     def post(self, request, lab_id: int):
         lab = selectors.vm_lab_for_start(user=request.user, lab_id=lab_id)
         result = services.vm_start(user=request.user, lab=lab)
         code = status.HTTP_202_ACCEPTED if result.created else status.HTTP_200_OK
-        return Response(selectors.state_view(result.state), status=code)
+        return Response(MachineStateSerializer(result.state).data, status=code)
 
-    @extend_schema(responses={200: MachineStateSerializer})
+    @extend_schema(responses={200: MachineStateSerializer, **error_responses(*_ERRORS, 404)})
     def get(self, request, lab_id: int):
-        fields = selectors.vm_state_for_user(user_id=request.user.pk, lab_id=lab_id)
-        if fields is None:
+        machine = selectors.vm_state_for_user(user_id=request.user.pk, lab_id=lab_id)
+        if machine is None:
             raise MachineNotFound()
-        return Response(selectors.state_view(fields))
+        return Response(MachineStateSerializer(machine).data)
 
-    @extend_schema(responses={202: MachineStateSerializer})
+    @extend_schema(responses={202: MachineStateSerializer, **error_responses(*_ERRORS, 404)})
     def delete(self, request, lab_id: int):
-        fields = services.vm_stop(user=request.user, lab_id=lab_id)
-        return Response(selectors.state_view(fields), status=status.HTTP_202_ACCEPTED)
+        machine = services.vm_stop(user=request.user, lab_id=lab_id)
+        return Response(MachineStateSerializer(machine).data, status=status.HTTP_202_ACCEPTED)
 
 
 class LabMachineExtendApi(APIView):
     permission_classes = [IsAuthenticated]
 
-    @extend_schema(request=None, responses={200: MachineStateSerializer})
+    @extend_schema(
+        request=None, responses={200: MachineStateSerializer, **error_responses(*_ERRORS, 404, 409)}
+    )
     def post(self, request, lab_id: int):
-        fields = services.vm_extend(user=request.user, lab_id=lab_id)
-        return Response(selectors.state_view(fields))
+        machine = services.vm_extend(user=request.user, lab_id=lab_id)
+        return Response(MachineStateSerializer(machine).data)
 
 
 class LabMachineResetApi(APIView):
     permission_classes = [IsAuthenticated]
     throttle_scope = "vm_start"
 
-    @extend_schema(request=None, responses={202: MachineStateSerializer})
+    @extend_schema(request=None, responses={202: MachineStateSerializer, **_START_ERRORS})
     def post(self, request, lab_id: int):
         lab = selectors.vm_lab_for_start(user=request.user, lab_id=lab_id)
         result = services.vm_reset(user=request.user, lab=lab)
-        return Response(selectors.state_view(result.state), status=status.HTTP_202_ACCEPTED)
+        return Response(MachineStateSerializer(result.state).data, status=status.HTTP_202_ACCEPTED)
 
 
 class MyMachinesApi(APIView):
     permission_classes = [IsAuthenticated]
+    pagination_class = Pagination
 
-    @extend_schema(responses={200: MachineStateSerializer(many=True)})
+    @extend_schema(responses={200: MachineStateSerializer(many=True), **error_responses(*_ERRORS, 400)})
     def get(self, request):
-        paginator = Pagination()
-        states = selectors.vm_states_for_user(user_id=request.user.pk)
-        page = paginator.paginate_queryset(states, request, view=self)
-        return paginator.get_paginated_response([selectors.state_view(fields) for fields in page])
+        paginator = self.pagination_class()
+        machines = selectors.vm_states_for_user(user_id=request.user.pk)
+        page = paginator.paginate_queryset(machines, request, view=self)
+        return paginator.get_paginated_response(MachineStateSerializer(page, many=True).data)
 
 
 class MyMachineApi(APIView):
@@ -111,36 +125,39 @@ class MyMachineApi(APIView):
 
     permission_classes = [IsAuthenticated]
 
-    @extend_schema(responses={200: MachineStateSerializer})
+    @extend_schema(responses={200: MachineStateSerializer, **error_responses(*_ERRORS, 404)})
     def get(self, request, session_id: uuid.UUID):
         session = selectors.vm_session_for_user(user=request.user, session_id=session_id)
-        fields = selectors.vm_state_for_user(user_id=request.user.pk, lab_id=session.lab_id)
-        if fields is None or fields.get("session_id") != str(session.pk):
+        machine = selectors.vm_state_for_user(user_id=request.user.pk, lab_id=session.lab_id)
+        if machine is None or machine.session_id != str(session.pk):
             raise MachineNotFound(detail="This machine is no longer live.")
-        return Response(selectors.state_view(fields))
+        return Response(MachineStateSerializer(machine).data)
 
-    @extend_schema(responses={202: MachineStateSerializer})
+    @extend_schema(responses={202: MachineStateSerializer, **error_responses(*_ERRORS, 404)})
     def delete(self, request, session_id: uuid.UUID):
-        fields = services.vm_stop_session(session_id=session_id, reason=StopReason.USER, user=request.user)
-        return Response(selectors.state_view(fields), status=status.HTTP_202_ACCEPTED)
+        machine = services.vm_stop_session(session_id=session_id, reason=StopReason.USER, user=request.user)
+        return Response(MachineStateSerializer(machine).data, status=status.HTTP_202_ACCEPTED)
 
 
 class AdminMachinesApi(APIView):
     """Staff: every live machine, soonest-expiring first."""
 
     permission_classes = [CanViewMachines]
+    pagination_class = Pagination
 
-    @extend_schema(responses={200: StaffMachineStateSerializer(many=True)})
+    @extend_schema(responses={200: StaffMachineStateSerializer(many=True), **error_responses(*_ERRORS, 400)})
     def get(self, request):
-        paginator = Pagination()
-        page = paginator.paginate_queryset(selectors.vm_live_machines(), request, view=self)
-        return paginator.get_paginated_response([selectors.state_view(fields, staff=True) for fields in page])
+        paginator = self.pagination_class()
+        page = paginator.paginate_fetched(
+            lambda limit, offset: selectors.vm_live_machines(limit=limit, offset=offset), request
+        )
+        return paginator.get_paginated_response(StaffMachineStateSerializer(page, many=True).data)
 
 
 class AdminMachineApi(APIView):
     permission_classes = [CanStopMachines]
 
-    @extend_schema(responses={202: StaffMachineStateSerializer})
+    @extend_schema(responses={202: StaffMachineStateSerializer, **error_responses(*_ERRORS, 404)})
     def delete(self, request, session_id: uuid.UUID):
-        fields = services.vm_stop_session(session_id=session_id, reason=StopReason.ADMIN)
-        return Response(selectors.state_view(fields, staff=True), status=status.HTTP_202_ACCEPTED)
+        machine = services.vm_stop_session(session_id=session_id, reason=StopReason.ADMIN)
+        return Response(StaffMachineStateSerializer(machine).data, status=status.HTTP_202_ACCEPTED)

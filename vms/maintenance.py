@@ -21,9 +21,10 @@ from django.utils.dateparse import parse_datetime
 
 from cyberlab import redis_client
 from vms import state
+from vms.ledger import change_session, close_session, publish_session
 from vms.models import ACTIVE_STATUSES, OPEN_STATUSES, StopReason, VMSession, VMStatus
 from vms.providers import ProviderDisabled, ProviderError, get_provider
-from vms.services import change_session, close_session, enqueue_teardown, publish_session
+from vms.services import enqueue_teardown
 from vms.signals import machine_expiring_soon
 
 logger = logging.getLogger(__name__)

@@ -1,46 +1,48 @@
 """Reads of machine state: Redis first, the ledger when Redis forgot or is down.
 
-A status read whose state is in Redis is one HGETALL and no database query.
+A status read whose state is in Redis is one HGETALL and no database query; so is a
+learner's list of machines (one script). What Redis lost, the ledger still holds: a
+learner's read that finds nothing in Redis asks the ledger before it answers "none" and
+puts back what it found, and the staff's list is the ledger's while Redis holds fewer
+machines than it does.
 """
 
 from __future__ import annotations
 
-import json
-import time
 import uuid
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
 from cyberlab import redis_client
 from cyberlab.accounts.models import User
 from labs.models import Lab
 from vms import state
 from vms.errors import MachineNotFound
-from vms.models import ACTIVE_STATUSES, OPEN_STATUSES, VMSession, VMStatus
+from vms.models import OPEN_STATUSES, StopReason, VMSession, VMStatus
+from vms.state import MachineState
 
 
-def vm_state_for_user(*, user_id: int, lab_id: int) -> dict[str, str] | None:
-    """The learner's machine for the lab as stored state, or None when there is none."""
+def vm_state_for_user(*, user_id: int, lab_id: int) -> MachineState | None:
+    """The learner's machine for the lab, or None when there is none."""
     try:
-        fields = state.get_shown(user_id=user_id, lab_id=lab_id)
+        fields = state.get(user_id=user_id, lab_id=lab_id)
     except redis_client.RedisUnavailable:
         return _from_ledger(user_id=user_id, lab_id=lab_id, rebuild=False)
     if fields:
-        return fields
+        return MachineState.from_fields(fields)
     return _from_ledger(user_id=user_id, lab_id=lab_id, rebuild=True)
 
 
-def vm_live_state_for_user(*, user_id: int, lab_id: int) -> dict[str, str] | None:
+def vm_live_state_for_user(*, user_id: int, lab_id: int) -> MachineState | None:
     """The learner's machine for the lab while it is starting or running, else None."""
-    fields = vm_state_for_user(user_id=user_id, lab_id=lab_id)
-    return fields if fields and fields.get("status") in ACTIVE_STATUSES else None
+    machine = vm_state_for_user(user_id=user_id, lab_id=lab_id)
+    return machine if machine is not None and machine.is_live else None
 
 
-def _from_ledger(*, user_id: int, lab_id: int, rebuild: bool) -> dict[str, str] | None:
+def _from_ledger(*, user_id: int, lab_id: int, rebuild: bool) -> MachineState | None:
     failed_since = timezone.now() - timedelta(seconds=settings.VM_FAILED_STATE_TTL)
     session = (
         VMSession.objects.filter(user_id=user_id, lab_id=lab_id)
@@ -53,56 +55,51 @@ def _from_ledger(*, user_id: int, lab_id: int, rebuild: bool) -> dict[str, str] 
     if rebuild:
         # Redis lost this machine (evicted, flushed, restarted): put it back.
         redis_client.fallback(lambda: state.put(session=session), False)
-    return state.snapshot(session)
+    return MachineState.of(session)
 
 
-def vm_states_for_user(*, user_id: int) -> list[dict[str, str]]:
-    """The learner's live machines."""
+def vm_states_for_user(*, user_id: int) -> list[MachineState]:
+    """The learner's live machines, by lab."""
     try:
-        machines = state.for_user_shown(user_id=user_id)
-        return [fields for fields in machines if fields.get("status") != VMStatus.FAILED]
+        stored = state.for_user(user_id=user_id)
     except redis_client.RedisUnavailable:
-        rows = VMSession.objects.filter(user_id=user_id, status__in=OPEN_STATUSES).order_by("expires_at")
-        return [state.snapshot(row) for row in rows]
+        return [MachineState.of(row) for row in _listed_rows().filter(user_id=user_id).order_by("lab_id")]
+    if not stored:
+        # An empty list may be a Redis that lost its index: the ledger knows, and what it
+        # holds is put back so the next read is Redis's alone again.
+        rows = list(_listed_rows().filter(user_id=user_id).order_by("lab_id"))
+        redis_client.fallback(lambda: state.put_many(sessions=rows), 0)
+        return [MachineState.of(row) for row in rows]
+    machines = [MachineState.from_fields(fields) for fields in stored]
+    return [machine for machine in machines if machine.status != VMStatus.FAILED]
 
 
-class LiveMachines:
-    """Every live machine, soonest-expiring first, as a sliceable sequence for pagination."""
+def vm_live_machines(*, limit: int, offset: int) -> tuple[int, list[MachineState]]:
+    """Every live machine, soonest-expiring first: (how many there are, this page).
 
-    def __init__(self) -> None:
-        self._count: int | None = None
-        self._ledger: list[dict[str, str]] | None = None
-
-    def __len__(self) -> int:
-        if self._count is None:
-            try:
-                with redis_client.connection() as client:
-                    self._count = int(client.zcard(state.expiry_key()))
-            except redis_client.RedisUnavailable:
-                self._count = len(self._from_ledger())
-        return self._count
-
-    def __getitem__(self, index: slice) -> list[dict[str, str]]:
-        start = index.start or 0
-        stop = index.stop if index.stop is not None else len(self)
-        try:
-            total, states = state.page(offset=start, limit=max(0, stop - start))
-        except redis_client.RedisUnavailable:
-            return self._from_ledger()[start:stop]
-        if self._count is None:
-            # The page's pipeline counted them already: a later len() needs no round trip.
-            self._count = int(total)
-        return states
-
-    def _from_ledger(self) -> list[dict[str, str]]:
-        if self._ledger is None:
-            rows = VMSession.objects.filter(status__in=OPEN_STATUSES).order_by("expires_at")
-            self._ledger = [state.snapshot(row) for row in rows]
-        return self._ledger
+    Redis answers unless its index holds fewer machines than the ledger: then it lost
+    some (a restart, a flush) that the reconciler has not put back yet, and the ledger
+    answers. Redis ahead of the ledger is normal: a start is claimed there before its
+    row commits.
+    """
+    listed = _listed_rows()
+    in_ledger = listed.count()
+    try:
+        total, page = state.page(offset=offset, limit=limit)
+    except redis_client.RedisUnavailable:
+        total, page = 0, []
+    if total >= in_ledger:
+        return total, [MachineState.from_fields(fields) for fields in page]
+    rows = listed.order_by("expires_at", "pk")[offset : offset + limit]
+    return in_ledger, [MachineState.of(row) for row in rows]
 
 
-def vm_live_machines() -> LiveMachines:
-    return LiveMachines()
+def _listed_rows() -> QuerySet[VMSession]:
+    """The rows Redis lists as live: open ones, but not a failed start's cleanup (shown
+    as failed by a status read, no longer in anyone's list)."""
+    return VMSession.objects.filter(status__in=OPEN_STATUSES).exclude(
+        status=VMStatus.STOPPING, stop_reason=StopReason.FAILED
+    )
 
 
 def vm_session_for_user(*, user: User, session_id: uuid.UUID) -> VMSession:
@@ -122,44 +119,3 @@ def vm_lab_for_start(*, user: User, lab_id: int) -> Lab:
     if lab is None:
         raise MachineNotFound(detail="No such lab.", code="lab_not_found")
     return lab
-
-
-def state_view(fields: dict[str, str], *, staff: bool = False) -> dict:
-    """Stored state as the API shows it."""
-    expires_at = _datetime(fields.get("expires_at"))
-    renewals = int(fields.get("renewals") or 0)
-    status = fields.get("status", "")
-    seconds_left = max(0, int(expires_at.timestamp() - time.time())) if expires_at else 0
-    view = {
-        "session_id": fields.get("session_id", ""),
-        "lab_id": int(fields.get("lab_id") or 0),
-        "status": status,
-        "connection": _json(fields.get("connection")) if status == VMStatus.RUNNING else None,
-        "started_at": fields.get("started_at") or None,
-        "expires_at": fields.get("expires_at") or None,
-        "seconds_left": seconds_left,
-        "renewals": renewals,
-        "renewals_left": max(0, settings.VM_MAX_RENEWALS - renewals),
-        "can_extend": status == VMStatus.RUNNING
-        and renewals < settings.VM_MAX_RENEWALS
-        and seconds_left <= settings.VM_EXTEND_WINDOW,
-        "reason": fields.get("reason") or None,
-    }
-    if staff:
-        view["user_id"] = int(fields.get("user_id") or 0)
-        view["provider"] = fields.get("provider", "")
-        view["instance_id"] = fields.get("instance_id", "")
-    return view
-
-
-def _json(raw: str | None) -> dict | None:
-    if not raw:
-        return None
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return None
-
-
-def _datetime(raw: str | None) -> datetime | None:
-    return parse_datetime(raw) if raw else None

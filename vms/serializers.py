@@ -1,4 +1,4 @@
-"""Shapes of the machine endpoints (documentation of what the views return)."""
+"""What the machine endpoints send: each view renders a `vms.state.MachineState` here."""
 
 from rest_framework import serializers
 

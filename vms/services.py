@@ -20,11 +20,11 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F
 from django.utils import timezone
 
 from cyberlab import redis_client
 from cyberlab.accounts.models import User
+from cyberlab.celery import app as celery_app
 from cyberlab.queue import BrokerUnavailable, enqueue
 from labs.models import Lab, MachineTemplate
 from labs.services import lab_machine_flags
@@ -39,6 +39,7 @@ from vms.errors import (
     PlatformFull,
     UserLimitReached,
 )
+from vms.ledger import change_session, close_session, publish_session
 from vms.models import ACTIVE_STATUSES, StopReason, VMSession, VMStatus
 from vms.policy import (
     CheckedTemplate,
@@ -48,13 +49,18 @@ from vms.policy import (
     machine_spec,
 )
 from vms.providers import Provider, ProviderDisabled, ProviderError, ProviderUnavailable, get_provider
+from vms.state import MachineState
 
 logger = logging.getLogger(__name__)
+
+# The tasks (vms/tasks.py) wrap these services, so the services send them by name.
+PROVISION_TASK = "vms.tasks.vm_provision"
+TEARDOWN_TASK = "vms.tasks.vm_teardown"
 
 
 @dataclass(frozen=True)
 class StartResult:
-    state: dict[str, str]
+    state: MachineState
     created: bool
 
 
@@ -72,28 +78,30 @@ def vm_start(*, user: User, lab: Lab) -> StartResult:
         claim = None
     if claim is not None:
         if claim.outcome == "live":
-            return StartResult(state=claim.state, created=False)
-        if claim.outcome == "user_limit":
-            raise UserLimitReached()
+            return StartResult(state=MachineState.from_fields(claim.state), created=False)
         if claim.outcome == "total_limit":
             raise PlatformFull()
+    # A learner's limit as Redis counts it is only as good as what Redis remembers: after
+    # a restart it may hold machines since stopped and miss the live one for this lab.
+    # The ledger, under the learner's row lock, has the last word.
+    claimed = claim is not None and claim.outcome == "claimed"
     try:
         existing = _insert(session=session)
     except BaseException:
-        if claim is not None:
+        if claimed:
             _unclaim(session)
         raise
     if existing is not None:
         # Redis had forgotten a machine the ledger still holds: that one is the answer.
-        if claim is not None:
+        if claimed:
             _unclaim(session)
-        _publish(existing)
-        return StartResult(state=state.snapshot(existing), created=False)
-    if claim is None:
-        _publish(session)
+        publish_session(session=existing)
+        return StartResult(state=MachineState.of(existing), created=False)
+    if not claimed:
+        publish_session(session=session)
     _enqueue_provision(session)
     logger.info("Machine %s starting for user %s, lab %s", session.pk, user.pk, lab.pk)
-    return StartResult(state=state.snapshot(session), created=True)
+    return StartResult(state=MachineState.of(session), created=True)
 
 
 def _startable(*, lab: Lab) -> tuple[Provider, CheckedTemplate]:
@@ -170,17 +178,15 @@ def _unclaim(session: VMSession) -> None:
 
 
 def _enqueue_provision(session: VMSession) -> None:
-    from vms import tasks
-
     try:
-        enqueue(tasks.vm_provision, str(session.pk))
+        enqueue(celery_app.signature(PROVISION_TASK), str(session.pk))
     except BrokerUnavailable:
         # Nothing was created yet: close the row so no start hangs in provisioning.
         with transaction.atomic():
             row = VMSession.objects.select_for_update().get(pk=session.pk)
             if row.status == VMStatus.PROVISIONING:
-                _close(
-                    row,
+                close_session(
+                    session=row,
                     status=VMStatus.FAILED,
                     reason=StopReason.FAILED,
                     failure="The task queue is unavailable.",
@@ -233,13 +239,15 @@ def vm_provision(*, session_id: str) -> None:
         row = VMSession.objects.select_for_update().get(pk=session_id)
         keep = row.status == VMStatus.PROVISIONING
         if keep:
-            _change(row, status=VMStatus.RUNNING, instance_id=instance.instance_id, connection=connection)
+            change_session(
+                session=row, status=VMStatus.RUNNING, instance_id=instance.instance_id, connection=connection
+            )
     if not keep:
         # Stopped or swept while the machine was being created: remove it again.
         logger.info("Machine %s was %s while starting; removing it", session_id, row.status)
         provider.stop(session_id=session_id, instance_id=instance.instance_id)
         return
-    _publish(row)
+    publish_session(session=row)
     logger.info("Machine %s running (%s)", session_id, instance.instance_id[:12])
     try:
         provider.prepare()
@@ -261,16 +269,18 @@ def _provision_failed(*, session_id: str, provider: Provider, reason: str) -> No
         if row.status != VMStatus.PROVISIONING:
             return
         if cleaned:
-            _close(row, status=VMStatus.FAILED, reason=StopReason.FAILED, failure=reason)
+            close_session(session=row, status=VMStatus.FAILED, reason=StopReason.FAILED, failure=reason)
         else:
-            _change(row, status=VMStatus.STOPPING, stop_reason=StopReason.FAILED, failure=reason[:500])
-    _publish(row)
+            change_session(
+                session=row, status=VMStatus.STOPPING, stop_reason=StopReason.FAILED, failure=reason[:500]
+            )
+    publish_session(session=row)
 
 
 # --- stop and teardown -----------------------------------------------------------------
 
 
-def vm_stop(*, user: User, lab_id: int) -> dict[str, str]:
+def vm_stop(*, user: User, lab_id: int) -> MachineState:
     """Stops the learner's machine for the lab (202: the teardown runs in Celery)."""
     with transaction.atomic():
         open_rows = VMSession.objects.select_for_update().filter(
@@ -283,7 +293,7 @@ def vm_stop(*, user: User, lab_id: int) -> dict[str, str]:
     return _after_stop(session, marked=marked)
 
 
-def vm_stop_session(*, session_id: uuid.UUID | str, reason: str, user: User | None = None) -> dict[str, str]:
+def vm_stop_session(*, session_id: uuid.UUID | str, reason: str, user: User | None = None) -> MachineState:
     """Stops one session by its id; `user` restricts it to their own (404 otherwise)."""
     with transaction.atomic():
         rows = VMSession.objects.select_for_update().filter(pk=session_id, stopped_at__isnull=True)
@@ -299,24 +309,22 @@ def vm_stop_session(*, session_id: uuid.UUID | str, reason: str, user: User | No
 def _mark_stopping(session: VMSession, *, reason: str) -> bool:
     if session.status == VMStatus.STOPPING:
         return False
-    _change(session, status=VMStatus.STOPPING, stop_reason=reason)
+    change_session(session=session, status=VMStatus.STOPPING, stop_reason=reason)
     return True
 
 
-def _after_stop(session: VMSession, *, marked: bool) -> dict[str, str]:
-    _publish(session)
+def _after_stop(session: VMSession, *, marked: bool) -> MachineState:
+    publish_session(session=session)
     if marked:
         enqueue_teardown(session_ids=[str(session.pk)])
-    return state.snapshot(session)
+    return MachineState.of(session)
 
 
 def enqueue_teardown(*, session_ids: list[str]) -> None:
     """Queues each teardown; with the queue down, tears down here and now instead."""
-    from vms import tasks
-
     for index, session_id in enumerate(session_ids):
         try:
-            enqueue(tasks.vm_teardown, session_id)
+            enqueue(celery_app.signature(TEARDOWN_TASK), session_id)
         except BrokerUnavailable:
             logger.warning(
                 "Task queue unavailable: tearing %d machine(s) down in place", len(session_ids) - index
@@ -343,15 +351,17 @@ def vm_teardown(*, session_id: str) -> None:
         row = VMSession.objects.select_for_update().get(pk=session_id)
         if row.stopped_at is None:
             failed = row.stop_reason == StopReason.FAILED
-            _close(row, status=VMStatus.FAILED if failed else VMStatus.STOPPED, reason=row.stop_reason)
-    _publish(row)
+            close_session(
+                session=row, status=VMStatus.FAILED if failed else VMStatus.STOPPED, reason=row.stop_reason
+            )
+    publish_session(session=row)
     logger.info("Machine %s torn down (%s)", session_id, row.stop_reason)
 
 
 # --- extend and reset ----------------------------------------------------------------
 
 
-def vm_extend(*, user: User, lab_id: int) -> dict[str, str]:
+def vm_extend(*, user: User, lab_id: int) -> MachineState:
     """Pushes the expiry back by VM_EXTEND, within the window, renewals and max lifetime."""
     now = timezone.now()
     with transaction.atomic():
@@ -380,9 +390,9 @@ def vm_extend(*, user: User, lab_id: int) -> dict[str, str]:
             raise ExtendRefused(
                 detail="This machine has reached its longest lifetime.", code="vm_max_lifetime"
             )
-        _change(session, expires_at=expires_at, renewals=session.renewals + 1, warned_at=None)
-    _publish(session)
-    return state.snapshot(session)
+        change_session(session=session, expires_at=expires_at, renewals=session.renewals + 1, warned_at=None)
+    publish_session(session=session)
+    return MachineState.of(session)
 
 
 def vm_reset(*, user: User, lab: Lab) -> StartResult:
@@ -398,59 +408,13 @@ def vm_reset(*, user: User, lab: Lab) -> StartResult:
         )
         if old is None:
             raise MachineNotFound(detail="You have no machine for this lab to reset.")
-        _change(old, status=VMStatus.STOPPING, stop_reason=StopReason.RESET)
+        change_session(session=old, status=VMStatus.STOPPING, stop_reason=StopReason.RESET)
         session.save(force_insert=True)
     redis_client.fallback(lambda: state.put(session=session, replaces=str(old.pk)), False)
     enqueue_teardown(session_ids=[str(old.pk)])
     _enqueue_provision(session)
     logger.info("Machine %s reset into %s", old.pk, session.pk)
-    return StartResult(state=state.snapshot(session), created=True)
-
-
-# --- ledger helpers ------------------------------------------------------------------
-
-
-def _change(session: VMSession, **fields) -> None:
-    """Updates the locked row, bumping its version (Redis refuses older versions)."""
-    now = timezone.now()
-    if "status" in fields and fields["status"] != session.status:
-        fields["status_changed_at"] = now
-    for name, value in fields.items():
-        setattr(session, name, value)
-    VMSession.objects.filter(pk=session.pk).update(version=F("version") + 1, **fields)
-    session.version += 1
-
-
-def _close(session: VMSession, *, status: str, reason: str, failure: str = "") -> None:
-    fields = {"status": status, "stopped_at": timezone.now(), "stop_reason": reason}
-    if failure:
-        fields["failure"] = failure[:500]
-    _change(session, **fields)
-
-
-def close_session(*, session: VMSession, status: str, reason: str, failure: str = "") -> None:
-    """Closes a locked row (for the sweeper and reconciler)."""
-    _close(session, status=status, reason=reason, failure=failure)
-
-
-def change_session(*, session: VMSession, **fields) -> None:
-    """Changes a locked row (for the sweeper and reconciler)."""
-    _change(session, **fields)
-
-
-def _publish(session: VMSession) -> None:
-    """Projects the row into Redis after its transaction; degrades when Redis is down."""
-    if session.status == VMStatus.STOPPED:
-        redis_client.fallback(
-            lambda: state.drop(session_id=str(session.pk), user_id=session.user_id, lab_id=session.lab_id),
-            False,
-        )
-    else:
-        redis_client.fallback(lambda: state.put(session=session), False)
-
-
-def publish_session(*, session: VMSession) -> None:
-    _publish(session)
+    return StartResult(state=MachineState.of(session), created=True)
 
 
 def _minutes(delta: timedelta) -> str:

@@ -18,15 +18,15 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from datetime import datetime
 
 from django.conf import settings
+from django.utils.dateparse import parse_datetime
 
-from cyberlab import nearcache, redis_client
+from cyberlab import redis_client
 from vms.models import VMSession, VMStatus
 
 LIVE = ("provisioning", "running")
-# What the near cache hears about: a machine's state and a learner's list of them.
-NEAR_CACHE_PREFIXES = ("vm:state:", "vm:user:")
 
 
 def state_key(*, user_id: int, lab_id: int) -> str:
@@ -137,6 +137,16 @@ end
 return 0
 """
 
+# A learner's machines in one round trip: their lab ids, then the state of each.
+USER_STATES = """
+local states = {}
+for _, lab in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local fields = redis.call('HGETALL', ARGV[1] .. lab)
+  if #fields > 0 then states[#states + 1] = fields end
+end
+return states
+"""
+
 # Drops a stale index entry: one whose state is gone or no longer live.
 FORGET = """
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -177,6 +187,78 @@ def snapshot(session: VMSession) -> dict[str, str]:
     }
 
 
+@dataclass(frozen=True)
+class MachineState:
+    """One machine as learners and staff are shown it, read from its stored fields."""
+
+    session_id: str
+    user_id: int
+    lab_id: int
+    status: str
+    provider: str
+    instance_id: str
+    connection: dict | None
+    started_at: datetime | None
+    expires_at: datetime | None
+    renewals: int
+    reason: str | None
+
+    @classmethod
+    def from_fields(cls, fields: dict[str, str]) -> MachineState:
+        status = fields.get("status", "")
+        return cls(
+            session_id=fields.get("session_id", ""),
+            user_id=int(fields.get("user_id") or 0),
+            lab_id=int(fields.get("lab_id") or 0),
+            status=status,
+            provider=fields.get("provider", ""),
+            instance_id=fields.get("instance_id", ""),
+            # Until the machine runs, its ports lead nowhere: no connection is shown.
+            connection=_connection(fields.get("connection")) if status == VMStatus.RUNNING else None,
+            started_at=_datetime(fields.get("started_at")),
+            expires_at=_datetime(fields.get("expires_at")),
+            renewals=int(fields.get("renewals") or 0),
+            reason=fields.get("reason") or None,
+        )
+
+    @classmethod
+    def of(cls, session: VMSession) -> MachineState:
+        return cls.from_fields(snapshot(session))
+
+    @property
+    def is_live(self) -> bool:
+        return self.status in LIVE
+
+    @property
+    def seconds_left(self) -> int:
+        return max(0, int(self.expires_at.timestamp() - time.time())) if self.expires_at else 0
+
+    @property
+    def renewals_left(self) -> int:
+        return max(0, settings.VM_MAX_RENEWALS - self.renewals)
+
+    @property
+    def can_extend(self) -> bool:
+        # vm_extend's own checks but the longest lifetime: the SPA offers the button when it may work.
+        return (
+            self.status == VMStatus.RUNNING
+            and self.renewals < settings.VM_MAX_RENEWALS
+            and self.seconds_left <= settings.VM_EXTEND_WINDOW
+        )
+
+
+def _connection(raw: str | None) -> dict | None:
+    try:
+        connection = json.loads(raw) if raw else None
+    except ValueError:
+        return None
+    return connection if isinstance(connection, dict) and connection else None
+
+
+def _datetime(raw: str | None) -> datetime | None:
+    return parse_datetime(raw) if raw else None
+
+
 def _flatten(fields: dict[str, str]) -> list[str]:
     flat: list[str] = []
     for name, value in fields.items():
@@ -186,6 +268,12 @@ def _flatten(fields: dict[str, str]) -> list[str]:
 
 def _decode(raw: dict) -> dict[str, str]:
     return {_text(name): _text(value) for name, value in raw.items()}
+
+
+def _pairs(flat: list) -> dict[str, str]:
+    """A hash as a script returns it (name, value, name, value, ...)."""
+    items = [_text(item) for item in flat]
+    return dict(zip(items[::2], items[1::2], strict=True))
 
 
 def _text(value) -> str:
@@ -238,8 +326,7 @@ def claim(*, session: VMSession) -> Claim:
         )
     outcome = _text(result[0])
     if outcome == "live":
-        flat = [_text(item) for item in result[1:]]
-        return Claim(outcome=outcome, state=dict(zip(flat[::2], flat[1::2], strict=True)))
+        return Claim(outcome=outcome, state=_pairs(result[1:]))
     return Claim(outcome=outcome, state=fields if outcome == "claimed" else {})
 
 
@@ -324,40 +411,14 @@ def get(*, user_id: int, lab_id: int) -> dict[str, str]:
         return _decode(client.hgetall(state_key(user_id=user_id, lab_id=lab_id)))
 
 
-def get_shown(*, user_id: int, lab_id: int) -> dict[str, str]:
-    """As `get`, through the near cache (cyberlab.nearcache): what the API shows.
-
-    Not for decisions: a service that acts on a machine reads Redis itself.
-    """
-    key = state_key(user_id=user_id, lab_id=lab_id)
-    return dict(nearcache.read(key, lambda: get(user_id=user_id, lab_id=lab_id), deps=[key]))
-
-
 def for_user(*, user_id: int) -> list[dict[str, str]]:
-    """A learner's machines in two round trips (their lab ids, then every hash)."""
-    return _for_user(user_id)[1]
-
-
-def for_user_shown(*, user_id: int) -> list[dict[str, str]]:
-    """As `for_user`, through the near cache: what the API shows."""
-    index = user_key(user_id=user_id)
-    _labs, states = nearcache.read(
-        f"{index}:states",
-        lambda: _for_user(user_id),
-        deps=lambda found: [index, *(state_key(user_id=user_id, lab_id=lab_id) for lab_id in found[0])],
-    )
-    return [dict(fields) for fields in states]
-
-
-def _for_user(user_id: int) -> tuple[list[int], list[dict[str, str]]]:
+    """A learner's machines in one round trip, by lab id ([] when Redis has none)."""
     with redis_client.connection() as client:
-        labs = sorted(int(_text(lab)) for lab in client.smembers(user_key(user_id=user_id)))
-        if not labs:
-            return [], []
-        pipe = client.pipeline(transaction=False)
-        for lab_id in labs:
-            pipe.hgetall(state_key(user_id=user_id, lab_id=lab_id))
-        return labs, [_decode(raw) for raw in pipe.execute() if raw]
+        found = _script(client, USER_STATES)(
+            keys=[user_key(user_id=user_id)], args=[state_key_prefix(user_id=user_id)]
+        )
+    states = [_pairs(flat) for flat in found]
+    return sorted(states, key=lambda fields: int(fields.get("lab_id") or 0))
 
 
 def page(*, offset: int, limit: int) -> tuple[int, list[dict[str, str]]]:

@@ -8,7 +8,7 @@ from vms import maintenance, services
 from vms.providers import ProviderError
 
 
-@shared_task(acks_late=True)
+@shared_task(name=services.PROVISION_TASK, acks_late=True)
 def vm_provision(session_id: str) -> None:
     services.vm_provision(session_id=session_id)
 
@@ -16,6 +16,7 @@ def vm_provision(session_id: str) -> None:
 # An engine that does not answer is retried a few times; after that the sweeper's
 # pass over stuck stops takes over, so a teardown is never given up on.
 @shared_task(
+    name=services.TEARDOWN_TASK,
     acks_late=True,
     autoretry_for=(ProviderError,),
     retry_backoff=2,

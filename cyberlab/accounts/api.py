@@ -1,4 +1,9 @@
-"""The `auth/` endpoints: thin views over the account services."""
+"""The `auth/` endpoints: thin views over the account services.
+
+Every response is rendered by a serializer of cyberlab.accounts.serializers, the same
+ones the schema is built from. Every request counts against a rate limit (429); a
+signed-in unsafe request without its CSRF token, or a token that is not valid, is a 403.
+"""
 
 from django.conf import settings
 from django.utils.decorators import method_decorator
@@ -22,7 +27,7 @@ from cyberlab.accounts.serializers import (
     SessionsRevokedSerializer,
     TokenSerializer,
 )
-from cyberlab.api import Pagination
+from cyberlab.api import Pagination, error_responses
 
 
 def enforce_csrf(request) -> None:
@@ -38,7 +43,11 @@ class RegisterApi(APIView):
     permission_classes = [AllowAny]
     throttle_scope = "register"
 
-    @extend_schema(request=RegisterSerializer, responses={201: ProfileSerializer})
+    @extend_schema(
+        request=RegisterSerializer,
+        responses={201: ProfileSerializer, **error_responses(400, 403, 429)},
+        description="403 `registration_closed` when registration is off.",
+    )
     def post(self, request):
         if not settings.REGISTRATION_OPEN:
             raise PermissionDenied("Registration is closed.", code="registration_closed")
@@ -46,26 +55,32 @@ class RegisterApi(APIView):
         serializer = RegisterSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         user = services.user_register(request=request, **serializer.validated_data)
-        return Response(selectors.user_profile(user=user), status=status.HTTP_201_CREATED)
+        return Response(
+            ProfileSerializer(selectors.user_profile(user=user)).data, status=status.HTTP_201_CREATED
+        )
 
 
 class LoginApi(APIView):
     permission_classes = [AllowAny]
     throttle_scope = "login"
 
-    @extend_schema(request=CredentialsSerializer, responses={200: ProfileSerializer})
+    @extend_schema(
+        request=CredentialsSerializer,
+        responses={200: ProfileSerializer, **error_responses(400, 403, 429)},
+        description="400 `invalid` on bad credentials.",
+    )
     def post(self, request):
         enforce_csrf(request)
         serializer = CredentialsSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         user = services.user_login(request=request, **serializer.validated_data)
-        return Response(selectors.user_profile(user=user))
+        return Response(ProfileSerializer(selectors.user_profile(user=user)).data)
 
 
 class LogoutApi(APIView):
     permission_classes = [AllowAny]
 
-    @extend_schema(request=None, responses={204: None})
+    @extend_schema(request=None, responses={204: None, **error_responses(403, 429)})
     def post(self, request):
         services.user_logout(request=request)
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -77,9 +92,9 @@ class MeApi(APIView):
 
     permission_classes = [IsAuthenticated]
 
-    @extend_schema(responses={200: ProfileSerializer})
+    @extend_schema(responses={200: ProfileSerializer, **error_responses(403, 429)})
     def get(self, request):
-        return Response(selectors.user_profile(user=request.user))
+        return Response(ProfileSerializer(selectors.user_profile(user=request.user)).data)
 
 
 class TokenApi(APIView):
@@ -87,34 +102,40 @@ class TokenApi(APIView):
     permission_classes = [AllowAny]
     throttle_scope = "login"
 
-    @extend_schema(request=CredentialsSerializer, responses={200: TokenSerializer})
+    @extend_schema(
+        request=CredentialsSerializer, responses={200: TokenSerializer, **error_responses(400, 429)}
+    )
     def post(self, request):
         serializer = CredentialsSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         user = services.user_authenticate(request=request, **serializer.validated_data)
-        return Response({"token": services.token_for(user=user)})
+        return Response(TokenSerializer({"token": services.token_for(user=user)}).data)
 
 
 class PasswordChangeApi(APIView):
     permission_classes = [IsAuthenticated]
 
-    @extend_schema(request=PasswordChangeSerializer, responses={200: PasswordChangedSerializer})
+    @extend_schema(
+        request=PasswordChangeSerializer,
+        responses={200: PasswordChangedSerializer, **error_responses(400, 403, 429)},
+    )
     def post(self, request):
         serializer = PasswordChangeSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         token = services.password_change(request=request, user=request.user, **serializer.validated_data)
-        return Response({"detail": "Password changed.", "token": token})
+        return Response(PasswordChangedSerializer({"detail": "Password changed.", "token": token}).data)
 
 
 class SessionListApi(APIView):
     """My live sessions; `current` marks the one asking."""
 
     permission_classes = [IsAuthenticated]
+    pagination_class = Pagination
 
-    @extend_schema(responses={200: SessionSerializer(many=True)})
+    @extend_schema(responses={200: SessionSerializer(many=True), **error_responses(400, 403, 429)})
     def get(self, request):
         sessions = selectors.user_session_list(user=request.user, session_key=request.session.session_key)
-        paginator = Pagination()
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(sessions, request, view=self)
         return paginator.get_paginated_response(SessionSerializer(page, many=True).data)
 
@@ -122,7 +143,7 @@ class SessionListApi(APIView):
 class SessionRevokeApi(APIView):
     permission_classes = [IsAuthenticated]
 
-    @extend_schema(request=None, responses={204: None})
+    @extend_schema(request=None, responses={204: None, **error_responses(403, 404, 429)})
     def delete(self, request, session_id):
         services.user_session_revoke(request=request, user=request.user, session_id=session_id)
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -133,7 +154,7 @@ class SessionRevokeOthersApi(APIView):
 
     permission_classes = [IsAuthenticated]
 
-    @extend_schema(request=None, responses={200: SessionsRevokedSerializer})
+    @extend_schema(request=None, responses={200: SessionsRevokedSerializer, **error_responses(403, 429)})
     def post(self, request):
         revoked, token = services.user_sessions_revoke_others(request=request, user=request.user)
-        return Response({"revoked": revoked, "token": token})
+        return Response(SessionsRevokedSerializer({"revoked": revoked, "token": token}).data)

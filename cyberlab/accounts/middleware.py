@@ -6,7 +6,6 @@ from django.conf import settings
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, load_backend
 from django.contrib.auth.backends import ModelBackend
 from django.contrib.auth.models import AnonymousUser
-from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.utils.crypto import constant_time_compare
 
@@ -19,9 +18,8 @@ class SessionGuardMiddleware:
 
     The record is read from Postgres (one lookup by a unique index), never trusted from
     a copy in Redis: Redis may come back from an outage holding an old copy of a revoked
-    session, and no copy there can prove it was not revoked meanwhile. The row is kept in
-    the process's near cache until a change to its user's credentials is announced
-    (cyberlab.accounts.lookups). The same lookup loads the user, who becomes
+    session, and no copy there can prove it was not revoked meanwhile. The same lookup
+    loads the user, who becomes
     `request.user` after the checks `django.contrib.auth.get_user` makes, so a signed-in
     request costs one query at most; and it moves `last_seen_at`, which is written at
     most once per `SESSION_TOUCH_INTERVAL`.
@@ -41,7 +39,8 @@ class SessionGuardMiddleware:
     @staticmethod
     def _check(request: HttpRequest, user_id: str) -> None:
         record = selectors.user_session_for_key(session_key=request.session.session_key)
-        if record is None or record.ended_at is not None or not _same_user(record.user_id, user_id):
+        # Django keeps the user's primary key in the session as a string.
+        if record is None or record.ended_at is not None or str(record.user_id) != str(user_id):
             request.session.flush()
             request.user = AnonymousUser()
             return
@@ -59,13 +58,6 @@ class SessionGuardMiddleware:
         # Otherwise the backend loads users its own way, and AuthenticationMiddleware's
         # lazy `request.user` asks it, as Django does.
         services.user_session_touch(session=record)
-
-
-def _same_user(record_user_id: int, session_user_id: str) -> bool:
-    try:
-        return User._meta.pk.to_python(session_user_id) == record_user_id
-    except ValidationError:
-        return False
 
 
 def _verified_user(request: HttpRequest, backend: ModelBackend, user: User) -> User | AnonymousUser:

@@ -11,7 +11,6 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from cyberlab import redis_client
-from cyberlab.accounts.lookups import row_with_user
 from cyberlab.accounts.models import User, UserSession
 
 ProfileContributor = Callable[[User], dict]
@@ -100,15 +99,13 @@ def user_session_list(*, user: User, session_key: str | None) -> list[dict]:
 def user_session_for_key(*, session_key: str) -> UserSession | None:
     """The record of the session with this key, ended or not, with its user fully loaded.
 
-    Read on every signed-in request, so it is one prebuilt query (cyberlab.accounts.lookups).
+    Read from Postgres on every signed-in request (one lookup by a unique index), never
+    from a copy: a revoke then holds at the next request on every node, Redis or not.
     None when there is no record.
     """
-    digest = session_key_digest(session_key)
-    return row_with_user(
-        UserSession,
-        lookup="key_hash",
-        value=digest,
-        near_cache_as=f"auth:session:{digest}",
-        # What the guard reads of the record.
-        fields=("id", "user_id", "last_seen_at", "ended_at"),
+    return (
+        UserSession.objects.select_related("user")
+        .only("id", "user_id", "last_seen_at", "ended_at", "user")
+        .filter(key_hash=session_key_digest(session_key))
+        .first()
     )

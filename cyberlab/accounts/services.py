@@ -19,7 +19,6 @@ from rest_framework.authtoken.models import Token
 from rest_framework.exceptions import NotFound, ValidationError
 
 from cyberlab import redis_client
-from cyberlab.accounts.lookups import announce_change
 from cyberlab.accounts.models import SessionData, SessionEndReason, User, UserSession
 from cyberlab.accounts.selectors import (
     session_key_digest,
@@ -142,10 +141,7 @@ def user_session_record(*, request: HttpRequest, user: User) -> UserSession:
 def user_session_rekey(*, old_key: str, new_key: str) -> None:
     """Follows a session whose key changed (login and password change rotate it)."""
     rows = UserSession.objects.filter(key_hash=session_key_digest(old_key), ended_at__isnull=True)
-    users = list(rows.values_list("user_id", flat=True))
-    if users:
-        rows.update(key_hash=session_key_digest(new_key))
-        announce_change(*users)
+    rows.update(key_hash=session_key_digest(new_key))
 
 
 def user_session_end_by_key(*, session_key: str, reason: SessionEndReason = SessionEndReason.LOGOUT) -> None:
@@ -155,7 +151,6 @@ def user_session_end_by_key(*, session_key: str, reason: SessionEndReason = Sess
     if not ended:
         return
     rows.update(ended_at=timezone.now(), end_reason=reason)
-    announce_change(*{user_id for _, user_id in ended})
     transaction.on_commit(lambda: _index_remove(ended))
 
 
@@ -165,8 +160,6 @@ def user_session_touch(*, session: UserSession) -> None:
     if now - session.last_seen_at < timedelta(seconds=settings.SESSION_TOUCH_INTERVAL):
         return
     UserSession.objects.filter(pk=session.pk).update(last_seen_at=now)
-    # The cached record still says the old time: read it afresh, or every request touches.
-    announce_change(session.user_id)
 
 
 def user_session_revoke(*, request: HttpRequest, user: User, session_id: uuid.UUID) -> None:
@@ -217,7 +210,6 @@ def _sessions_end(*, sessions: QuerySet[UserSession], reason: SessionEndReason) 
     UserSession.objects.filter(pk__in=ids, ended_at__isnull=True).update(
         ended_at=timezone.now(), end_reason=reason
     )
-    announce_change(*{user_id for _, user_id in ended})
     stored = SessionData.objects.filter(user_session_id__in=ids)
     session_keys = list(stored.values_list("session_key", flat=True))
     stored.delete()

@@ -1,6 +1,4 @@
-"""Sign-ins and sign-outs keep their `UserSession` records, and any change to what
-authenticates a user drops every process's cached copy of it (connected in `apps.ready`).
-"""
+"""Sign-ins and sign-outs keep their `UserSession` records (connected in `apps.ready`)."""
 
 from __future__ import annotations
 
@@ -8,28 +6,17 @@ from django.contrib.auth.signals import user_logged_in, user_logged_out
 from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
-from rest_framework.authtoken.models import Token
 
 from cyberlab.accounts import services
-from cyberlab.accounts.lookups import announce_change
-from cyberlab.accounts.models import User, UserSession
+from cyberlab.accounts.models import User
 from cyberlab.accounts.selectors import user_profile_invalidate
 
 
 @receiver(post_save, sender=User, dispatch_uid="accounts.user_saved")
 @receiver(post_delete, sender=User, dispatch_uid="accounts.user_deleted")
 def user_changed(sender, instance: User, **kwargs) -> None:
-    announce_change(instance.pk)
     # The cached profile shows the user's own fields too (a rename in the admin).
     transaction.on_commit(lambda: user_profile_invalidate(user_id=instance.pk))
-
-
-@receiver(post_save, sender=Token, dispatch_uid="accounts.token_saved")
-@receiver(post_delete, sender=Token, dispatch_uid="accounts.token_deleted")
-@receiver(post_save, sender=UserSession, dispatch_uid="accounts.user_session_saved")
-@receiver(post_delete, sender=UserSession, dispatch_uid="accounts.user_session_deleted")
-def credential_changed(sender, instance: Token | UserSession, **kwargs) -> None:
-    announce_change(instance.user_id)
 
 
 @receiver(user_logged_in, dispatch_uid="accounts.user_session_record")

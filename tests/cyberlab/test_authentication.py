@@ -1,8 +1,8 @@
 import pytest
+from rest_framework.authentication import TokenAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.test import APIClient
 
-from cyberlab.accounts.authentication import TokenAuthentication
 from cyberlab.accounts.services import token_for
 
 
@@ -73,10 +73,11 @@ def test_a_renamed_user_is_seen_on_the_next_token_request(user, django_capture_o
     assert client.get("/api/v1/auth/me/").json()["display_name"] == "Renamed"
 
 
-def test_a_signed_in_script_request_costs_no_query_once_its_token_is_known(user, django_assert_num_queries):
+def test_every_token_request_checks_its_token_in_postgres(user, django_assert_num_queries):
+    # given a script whose token was used once (its profile is cached now)
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(user=user)}")
-    client.get("/api/v1/auth/me/")  # reads the token and its user, fills the cached profile
-    # then the token row is kept in the near cache until its user's credentials change
-    with django_assert_num_queries(0):
+    client.get("/api/v1/auth/me/")
+    # then each further request still reads the token, with its user, in one query
+    with django_assert_num_queries(1):
         assert client.get("/api/v1/auth/me/").status_code == 200

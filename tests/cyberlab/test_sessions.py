@@ -15,7 +15,6 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from cyberlab.accounts.lookups import announce_change
 from cyberlab.accounts.models import SessionData, SessionEndReason, UserSession
 from cyberlab.accounts.selectors import user_sessions_key
 from tests.factories import UserFactory
@@ -209,7 +208,6 @@ def test_last_seen_is_written_at_most_once_per_touch_interval(user, settings):
     # when / then: rewritten once it has passed
     long_ago = timezone.now() - timedelta(seconds=120)
     UserSession.objects.filter(pk=record.pk).update(last_seen_at=long_ago)
-    announce_change(user.pk)  # as every write of the app's own does
     client.get(reverse("auth-me"))
     record.refresh_from_db()
     assert record.last_seen_at > long_ago + timedelta(seconds=100)
@@ -286,12 +284,12 @@ class OwnLoadingBackend(ModelBackend):
         return super().get_user(user_id)
 
 
-def test_a_signed_in_request_costs_no_query_once_its_session_is_known(user, django_assert_num_queries):
-    # given a browser whose profile is already cached, and whose record was read once
+def test_a_signed_in_request_checks_its_session_in_one_query(user, django_assert_num_queries):
+    # given a browser whose profile is already cached
     client = signed_in(user)
     client.get(reverse("auth-me"))
-    # when / then: the record and its user come from the near cache until they change
-    with django_assert_num_queries(0):
+    # when / then: the record and its user are read from Postgres together, every time
+    with django_assert_num_queries(1):
         response = client.get(reverse("auth-me"))
     assert response.status_code == 200
     assert response.json()["username"] == user.username

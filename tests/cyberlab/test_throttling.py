@@ -16,7 +16,6 @@ from rest_framework.views import APIView
 
 from cyberlab import ratelimit
 from cyberlab.accounts.services import token_for
-from cyberlab.nearcache import near_cache
 from cyberlab.urls import urlpatterns as project_urlpatterns
 from tests.conftest import dead_redis_caches
 from tests.factories import UserFactory
@@ -309,13 +308,11 @@ def test_the_flag_endpoint_counts_only_wrong_answers_end_to_end(learner_client):
 def test_a_token_request_is_counted_once_and_its_token_read_once(
     user, redis, settings, django_assert_num_queries
 ):
-    # given a script with a token (slots reserved in advance have tests of their own)
-    settings.RATELIMIT_RESERVE_MAX = 0
+    # given a script with a token
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(user=user)}")
     client.get(reverse("auth-me"))  # fills the cached profile
     redis.delete(ratelimit.key(scope="user", ident=str(user.pk)))
-    near_cache.clear()
     # when: one lookup serves the limiter and the view's authentication
     with django_assert_num_queries(1):
         response = client.get(reverse("auth-me"))
@@ -350,23 +347,23 @@ def test_over_the_limit_a_token_request_gets_429(user, settings):
 
 
 def test_a_busy_script_sees_its_room_count_down_one_request_at_a_time(user):
-    # given a script with a token making requests back to back (slots get reserved)
+    # given a script with a token making requests back to back
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(user=user)}")
     # when
     responses = [client.get(reverse("auth-me")) for _ in range(30)]
-    # then the headers tell the truth for each, reserved slot or not
+    # then the headers tell the truth for each
     assert [r.status_code for r in responses] == [200] * 30
     assert [int(r["RateLimit-Remaining"]) for r in responses] == list(range(99, 69, -1))
 
 
-def test_a_lowered_rate_applies_at_once_to_a_client_holding_reserved_slots(user, settings):
-    # given a busy script that made its process reserve slots under a generous rate
+def test_a_lowered_rate_applies_at_once_to_a_busy_client(user, settings):
+    # given a busy script under a generous rate
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(user=user)}")
     for _ in range(20):
         assert client.get(reverse("auth-me")).status_code == 200
     # when the rate is cut below what it already used
     settings.THROTTLE_RATES = {**RATES, "user": "10/min"}
-    # then its next request is refused, reserved slots or not
+    # then its next request is refused
     assert client.get(reverse("auth-me")).status_code == 429

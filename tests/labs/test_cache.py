@@ -66,6 +66,23 @@ def test_an_expired_hot_entry_is_recomputed_once_under_concurrent_requests(monke
     assert json.loads(redis.get("courses:list"))[0]["slug"] == "hot"
 
 
+def test_a_cached_entry_is_read_in_one_redis_command(redis, monkeypatch):
+    # given an entry already cached (and the script that reads it known to Redis)
+    cache.catalogue_cached("course:one", lambda: {"value": 1})
+    client = redis_client.get_client()
+    commands = []
+    send = client.execute_command
+
+    def counting(*args, **options):
+        commands.append(args[0])
+        return send(*args, **options)
+
+    monkeypatch.setattr(client, "execute_command", counting)
+    # when it is read again, then it comes from Redis in one command, not recomputed
+    assert cache.catalogue_cached("course:one", lambda: {"value": "recomputed"}) == {"value": 1}
+    assert commands == ["EVALSHA"]
+
+
 def test_waiters_compute_themselves_when_the_lock_holder_died(settings, redis):
     # given a lock left by a holder that died, and a short wait
     settings.CATALOGUE_CACHE_LOCK_WAIT = 0.05

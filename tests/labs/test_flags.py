@@ -62,6 +62,23 @@ def test_wrong_flag_is_recorded_with_a_hash_and_the_ip(learner_client, user):
     assert "nope" not in submission.answer_digest
 
 
+def test_behind_a_proxy_a_submission_records_the_learners_address(learner_client, user, settings):
+    # given one trusted proxy in front of the platform
+    settings.NUM_PROXIES = 1
+    flag = FlagFactory(value="CTF{abc}")
+    # when a learner's answer reaches the platform through it
+    response = learner_client.post(
+        reverse("flag-submit", args=[flag.lab_id, flag.pk]),
+        {"flag": "CTF{nope}"},
+        format="json",
+        REMOTE_ADDR="10.0.0.2",
+        HTTP_X_FORWARDED_FOR="203.0.113.7",
+    )
+    # then the submission shows the learner's address, not the proxy's
+    assert response.status_code == 200
+    assert Submission.objects.get(user=user, flag=flag).ip == "203.0.113.7"
+
+
 def test_case_insensitive_flags_accept_any_case(user):
     flag = FlagFactory(value="CTF{MiXeD}", case_sensitive=False)
     assert services.flag_submit(user=user, flag=flag, answer="ctf{mixed}").correct
@@ -140,7 +157,7 @@ def test_attempts_are_counted_in_postgres_so_flushing_redis_gives_none_back(lear
 
 def test_the_audit_trail_is_indexed_by_learner_flag_and_time():
     with connection.cursor() as cursor:
-        indexes = connection.introspection.get_constraints(cursor, Submission._meta.db_table)
+        indexes = connection.introspection.get_constraints(cursor, "labs_submission")
     assert any(info["columns"] == ["user_id", "flag_id", "created_at"] for info in indexes.values())
 
 

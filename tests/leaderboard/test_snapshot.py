@@ -8,7 +8,7 @@ import pytest
 from django.urls import reverse
 
 from cyberlab import redis_client
-from leaderboard import selectors, store
+from leaderboard import keys, selectors
 from tests.factories import UserFactory
 from tests.leaderboard.conftest import award, moment
 
@@ -42,16 +42,16 @@ def test_a_solve_marks_the_snapshot_stale_and_the_next_reader_rebuilds_it(board,
     # given a snapshot
     award(user, points=30, at=moment())
     _full(learner_client)
-    assert not redis.exists(store.stale_key())
+    assert not redis.exists(keys.stale_key())
     # when another learner scores
     rival = UserFactory()
     award(rival, points=50, at=moment())
-    assert redis.exists(store.stale_key())
+    assert redis.exists(keys.stale_key())
     # then the next reader is answered at once from the previous snapshot and rebuilds
     # it right after its response; the snapshot and every later reader have the solve
     assert [row["user_id"] for row in _full(learner_client)["results"]] == [user.pk]
     assert json.loads(redis.get("leaderboard:all"))["count"] == 2
-    assert not redis.exists(store.stale_key())
+    assert not redis.exists(keys.stale_key())
     body = _full(learner_client)
     assert [row["user_id"] for row in body["results"]] == [rival.pk, user.pk]
 
@@ -62,11 +62,11 @@ def test_while_one_reader_rebuilds_the_others_get_the_previous_snapshot(board, l
     previous = _full(learner_client)
     award(UserFactory(), points=50, at=moment())
     # when another reader holds the rebuild lock
-    token = redis_client.lock_acquire(store.snapshot_lock_key(), ttl=10)
+    token = redis_client.lock_acquire(keys.snapshot_lock_key(), ttl=10)
     # then this reader is served the previous snapshot at once, without waiting
     assert _full(learner_client) == previous
     # and once the lock is free the next reader rebuilds it
-    redis_client.lock_release(store.snapshot_lock_key(), token)
+    redis_client.lock_release(keys.snapshot_lock_key(), token)
     _full(learner_client)
     assert json.loads(redis.get("leaderboard:all"))["count"] == 2
     assert _full(learner_client)["count"] == 2
@@ -76,7 +76,7 @@ def test_without_any_snapshot_a_reader_that_lost_the_lock_reads_the_live_board(
     board, learner_client, user, redis
 ):
     award(user, points=30, at=moment())
-    redis_client.lock_acquire(store.snapshot_lock_key(), ttl=10)
+    redis_client.lock_acquire(keys.snapshot_lock_key(), ttl=10)
     assert _full(learner_client)["count"] == 1
     assert not redis.exists("leaderboard:all")
 

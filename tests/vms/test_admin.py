@@ -20,7 +20,7 @@ def test_live_machines_page_lists_what_redis_holds_with_time_left(fake_provider,
     # given
     learner = UserFactory(username="alice")
     lab = machine_lab()
-    session_id = services.vm_start(user=learner, lab=lab).state["session_id"]
+    session_id = services.vm_start(user=learner, lab=lab).state.session_id
     services.vm_provision(session_id=session_id)
     # when
     response = admin_client.get("/admin/vms/livemachine/")
@@ -35,7 +35,7 @@ def test_live_machines_page_lists_what_redis_holds_with_time_left(fake_provider,
 
 
 def test_the_stop_button_stops_the_machine(fake_provider, admin_client):
-    session_id = services.vm_start(user=UserFactory(), lab=machine_lab()).state["session_id"]
+    session_id = services.vm_start(user=UserFactory(), lab=machine_lab()).state.session_id
     response = admin_client.post(f"/admin/vms/livemachine/{session_id}/stop/")
     assert response.status_code == 302
     row = VMSession.objects.get(pk=session_id)
@@ -45,7 +45,7 @@ def test_the_stop_button_stops_the_machine(fake_provider, admin_client):
 def test_history_filters_and_searches(fake_provider, admin_client):
     # given
     learner = UserFactory(username="bob")
-    session_id = services.vm_start(user=learner, lab=machine_lab()).state["session_id"]
+    session_id = services.vm_start(user=learner, lab=machine_lab()).state.session_id
     # when / then
     assert "bob" in admin_client.get("/admin/vms/vmsession/?q=bob").content.decode()
     by_id = admin_client.get(f"/admin/vms/vmsession/?q={session_id}").content.decode()
@@ -61,7 +61,7 @@ def test_operators_see_the_pages_and_may_stop_machines(fake_provider, operator):
     # given
     client = Client()
     client.force_login(operator)
-    session_id = services.vm_start(user=UserFactory(), lab=machine_lab()).state["session_id"]
+    session_id = services.vm_start(user=UserFactory(), lab=machine_lab()).state.session_id
     # when / then
     assert client.get("/admin/vms/livemachine/").status_code == 200
     assert client.get("/admin/vms/vmsession/").status_code == 200
@@ -73,16 +73,16 @@ def test_staff_without_machine_permissions_cannot_stop(fake_provider):
     clerk = UserFactory(is_staff=True)
     client = Client()
     client.force_login(clerk)
-    session_id = services.vm_start(user=UserFactory(), lab=machine_lab()).state["session_id"]
+    session_id = services.vm_start(user=UserFactory(), lab=machine_lab()).state.session_id
     assert client.post(f"/admin/vms/livemachine/{session_id}/stop/").status_code == 403
     assert client.get("/admin/vms/livemachine/").status_code == 403
 
 
 def test_the_history_action_stops_the_selected_live_machines(fake_provider, admin_client):
     # given a live machine and a closed one
-    live = services.vm_start(user=UserFactory(), lab=machine_lab()).state["session_id"]
+    live = services.vm_start(user=UserFactory(), lab=machine_lab()).state.session_id
     user, lab = UserFactory(), machine_lab()
-    closed = services.vm_start(user=user, lab=lab).state["session_id"]
+    closed = services.vm_start(user=user, lab=lab).state.session_id
     services.vm_stop(user=user, lab_id=lab.pk)
     services.vm_teardown(session_id=closed)
     # when

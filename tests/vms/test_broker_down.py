@@ -50,7 +50,7 @@ def test_start_with_the_queue_down_is_a_503_and_leaves_nothing(fake_provider, us
 def test_stop_with_the_queue_down_tears_the_machine_down_in_place(fake_provider, user, learner_client, redis):
     # given a running machine
     lab = machine_lab()
-    session_id = services.vm_start(user=user, lab=lab).state["session_id"]
+    session_id = services.vm_start(user=user, lab=lab).state.session_id
     services.vm_provision(session_id=session_id)
     # when
     with dead_broker():

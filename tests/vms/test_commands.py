@@ -54,11 +54,11 @@ def redis_cli_scan(pattern: str) -> list[str]:
 
 def test_vm_status_lists_exactly_what_redis_cli_scan_finds(fake_provider):
     # given a running machine, a provisioning one and a failed one
-    running = services.vm_start(user=UserFactory(), lab=machine_lab()).state["session_id"]
+    running = services.vm_start(user=UserFactory(), lab=machine_lab()).state.session_id
     services.vm_provision(session_id=running)
     services.vm_start(user=UserFactory(), lab=machine_lab())
     fake_provider.fail_start = "broken"
-    failed = services.vm_start(user=UserFactory(), lab=machine_lab()).state["session_id"]
+    failed = services.vm_start(user=UserFactory(), lab=machine_lab()).state.session_id
     services.vm_provision(session_id=failed)
     # when
     output = run("vm_status")
@@ -72,7 +72,7 @@ def test_vm_status_lists_exactly_what_redis_cli_scan_finds(fake_provider):
 
 def test_cleanup_vms_dry_run_then_for_real(fake_provider):
     # given an expired machine
-    session_id = services.vm_start(user=UserFactory(), lab=machine_lab()).state["session_id"]
+    session_id = services.vm_start(user=UserFactory(), lab=machine_lab()).state.session_id
     services.vm_provision(session_id=session_id)
     VMSession.objects.filter(pk=session_id).update(expires_at=timezone.now() - timedelta(minutes=1))
     # when
@@ -90,8 +90,8 @@ def test_cleanup_vms_dry_run_then_for_real(fake_provider):
 def test_cleanup_vms_all_for_one_lab_stops_only_that_lab(fake_provider):
     # given
     lab = machine_lab()
-    inside = services.vm_start(user=UserFactory(), lab=lab).state["session_id"]
-    outside = services.vm_start(user=UserFactory(), lab=machine_lab()).state["session_id"]
+    inside = services.vm_start(user=UserFactory(), lab=lab).state.session_id
+    outside = services.vm_start(user=UserFactory(), lab=machine_lab()).state.session_id
     # when
     run("cleanup_vms", "--all", "--lab", str(lab.pk))
     # then
@@ -101,8 +101,8 @@ def test_cleanup_vms_all_for_one_lab_stops_only_that_lab(fake_provider):
 
 def test_cleanup_vms_for_one_user(fake_provider):
     user = UserFactory()
-    mine = services.vm_start(user=user, lab=machine_lab()).state["session_id"]
-    other = services.vm_start(user=UserFactory(), lab=machine_lab()).state["session_id"]
+    mine = services.vm_start(user=user, lab=machine_lab()).state.session_id
+    other = services.vm_start(user=UserFactory(), lab=machine_lab()).state.session_id
     run("cleanup_vms", "--all", "--user", str(user.pk))
     assert VMSession.objects.get(pk=mine).status == VMStatus.STOPPING
     assert VMSession.objects.get(pk=other).status == VMStatus.PROVISIONING

@@ -68,7 +68,7 @@ def test_parallel_starts_are_fenced_by_the_ledger_when_redis_holds_nothing(fake_
     results = parallel(20, lambda _: services.vm_start(user=user, lab=lab))
     # then the partial unique constraint and the learner's row lock let one through
     assert sum(result.created for result in results) == 1
-    assert len({result.state["session_id"] for result in results}) == 1
+    assert len({result.state.session_id for result in results}) == 1
     assert VMSession.objects.count() == 1
 
 
@@ -95,7 +95,7 @@ def test_parallel_stop_and_teardown_close_the_row_once(fake_provider):
     # given
     user = UserFactory()
     lab = machine_lab()
-    session_id = services.vm_start(user=user, lab=lab).state["session_id"]
+    session_id = services.vm_start(user=user, lab=lab).state.session_id
     services.vm_provision(session_id=session_id)
     services.vm_stop(user=user, lab_id=lab.pk)
     # when

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from tests.factories import UserFactory
 from tests.vms.support import machine_lab
-from vms import maintenance, services, state
+from vms import ledger, maintenance, services, state
 from vms.models import StopReason, VMSession, VMStatus
 from vms.signals import machine_expiring_soon
 
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.django_db
 def running(user=None, lab=None) -> VMSession:
     user = user or UserFactory()
     lab = lab or machine_lab()
-    session_id = services.vm_start(user=user, lab=lab).state["session_id"]
+    session_id = services.vm_start(user=user, lab=lab).state.session_id
     services.vm_provision(session_id=session_id)
     return VMSession.objects.get(pk=session_id)
 
@@ -30,7 +30,7 @@ def expire(session: VMSession, *, ago: int = 5) -> None:
     """Moves the machine's expiry into the past, in the ledger and in Redis."""
     VMSession.objects.filter(pk=session.pk).update(expires_at=timezone.now() - timedelta(seconds=ago))
     session.refresh_from_db()
-    services.publish_session(session=session)
+    ledger.publish_session(session=session)
 
 
 def teardown_all(report) -> None:
@@ -135,7 +135,7 @@ def test_dry_run_changes_nothing(fake_provider):
 def test_sweeper_fails_starts_whose_worker_died_and_removes_their_leftovers(fake_provider, redis):
     # given a start stuck in provisioning, with an instance its dead worker left behind
     user, lab = UserFactory(), machine_lab()
-    session_id = services.vm_start(user=user, lab=lab).state["session_id"]
+    session_id = services.vm_start(user=user, lab=lab).state.session_id
     fake_provider.plant(session_id=session_id)
     VMSession.objects.filter(pk=session_id).update(status_changed_at=timezone.now() - timedelta(hours=1))
     # when
@@ -237,7 +237,7 @@ def test_reconciler_closes_a_machine_that_crashed(fake_provider):
 
 def test_reconciler_leaves_starting_machines_alone(fake_provider):
     # given a start whose instance exists but is not recorded yet
-    session_id = services.vm_start(user=UserFactory(), lab=machine_lab()).state["session_id"]
+    session_id = services.vm_start(user=UserFactory(), lab=machine_lab()).state.session_id
     fake_provider.plant(session_id=session_id)
     # when
     report = maintenance.vm_reconcile()

@@ -20,8 +20,8 @@ pytestmark = pytest.mark.django_db
 
 def start_running(user, lab):
     result = services.vm_start(user=user, lab=lab)
-    services.vm_provision(session_id=result.state["session_id"])
-    return VMSession.objects.get(pk=result.state["session_id"])
+    services.vm_provision(session_id=result.state.session_id)
+    return VMSession.objects.get(pk=result.state.session_id)
 
 
 def test_start_writes_provisioning_state_and_a_ledger_row(fake_provider, user, redis):
@@ -31,7 +31,7 @@ def test_start_writes_provisioning_state_and_a_ledger_row(fake_provider, user, r
     result = services.vm_start(user=user, lab=lab)
     # then
     assert result.created is True
-    session = VMSession.objects.get(pk=result.state["session_id"])
+    session = VMSession.objects.get(pk=result.state.session_id)
     assert session.status == VMStatus.PROVISIONING
     stored = {k.decode(): v.decode() for k, v in redis.hgetall(f"vm:state:{user.pk}:{lab.pk}").items()}
     assert stored["status"] == "provisioning"
@@ -68,7 +68,7 @@ def test_second_start_returns_the_live_machine(fake_provider, user):
     second = services.vm_start(user=user, lab=lab)
     # then
     assert second.created is False
-    assert second.state["session_id"] == first.state["session_id"]
+    assert second.state.session_id == first.state.session_id
     assert VMSession.objects.count() == 1
 
 
@@ -81,7 +81,7 @@ def test_start_when_redis_forgot_the_machine_returns_the_ledgers_one(fake_provid
     result = services.vm_start(user=user, lab=lab)
     # then the ledger fenced off a second machine, and Redis was rebuilt from it
     assert result.created is False
-    assert result.state["session_id"] == str(session.pk)
+    assert result.state.session_id == str(session.pk)
     assert VMSession.objects.count() == 1
     assert fake_provider.starts == 1
     assert redis.hget(f"vm:state:{user.pk}:{lab.pk}", "status") == b"running"
@@ -127,7 +127,7 @@ def test_stop_marks_stopping_then_teardown_removes_instance_keys_and_closes_the_
     # when
     stopped = services.vm_stop(user=user, lab_id=lab.pk)
     # then
-    assert stopped["status"] == "stopping"
+    assert stopped.status == "stopping"
     assert redis.hget(f"vm:state:{user.pk}:{lab.pk}", "status") == b"stopping"
     # when the teardown runs
     services.vm_teardown(session_id=str(session.pk))
@@ -151,7 +151,7 @@ def test_a_start_redelivered_after_its_session_was_stopped_does_not_resurrect_it
     # given a start whose session is stopped before the worker gets to it
     lab = machine_lab()
     result = services.vm_start(user=user, lab=lab)
-    session_id = result.state["session_id"]
+    session_id = result.state.session_id
     services.vm_stop(user=user, lab_id=lab.pk)
     services.vm_teardown(session_id=session_id)
     # when the (redelivered) provisioning task runs
@@ -166,7 +166,7 @@ def test_a_machine_created_while_its_session_was_being_stopped_is_removed_again(
     # given the learner stops the machine while the provider is creating it
     lab = machine_lab()
     result = services.vm_start(user=user, lab=lab)
-    session_id = result.state["session_id"]
+    session_id = result.state.session_id
     fake_provider.after_start = lambda spec: services.vm_stop(user=user, lab_id=lab.pk)
     # when
     services.vm_provision(session_id=session_id)
@@ -182,9 +182,9 @@ def test_a_failed_start_closes_the_row_leaves_nothing_and_shows_the_reason(fake_
     fake_provider.fail_start = "The image is broken."
     result = services.vm_start(user=user, lab=lab)
     # when
-    services.vm_provision(session_id=result.state["session_id"])
+    services.vm_provision(session_id=result.state.session_id)
     # then
-    session = VMSession.objects.get(pk=result.state["session_id"])
+    session = VMSession.objects.get(pk=result.state.session_id)
     assert session.status == VMStatus.FAILED
     assert session.stop_reason == StopReason.FAILED
     assert session.failure == "The image is broken."
@@ -224,7 +224,7 @@ def test_extend_in_the_window_pushes_the_expiry_up_to_the_renewals_and_max_lifet
     session.refresh_from_db()
     assert session.expires_at == pytest.approx(now + timedelta(minutes=80), abs=timedelta(seconds=5))
     assert session.renewals == 1
-    assert extended["renewals"] == "1"
+    assert extended.renewals == 1
     assert redis.zscore("vm:expiry", f"{user.pk}:{lab.pk}") == pytest.approx(session.expires_at.timestamp())
     assert redis.hget(f"vm:state:{user.pk}:{lab.pk}", "renewals") == b"1"
     # when it is in its window again late in its life, the extension stops at the max lifetime (4 h)
@@ -248,15 +248,15 @@ def test_reset_replaces_the_machine_with_a_fresh_one(fake_provider, user, redis)
     # when
     result = services.vm_reset(user=user, lab=lab)
     # then
-    assert result.state["session_id"] != str(old.pk)
+    assert result.state.session_id != str(old.pk)
     old.refresh_from_db()
     assert old.status == VMStatus.STOPPING
     assert old.stop_reason == StopReason.RESET
-    assert redis.hget(f"vm:state:{user.pk}:{lab.pk}", "session_id").decode() == result.state["session_id"]
+    assert redis.hget(f"vm:state:{user.pk}:{lab.pk}", "session_id").decode() == result.state.session_id
     # when both tasks run, the old one's teardown leaves the new machine's keys alone
     services.vm_teardown(session_id=str(old.pk))
-    services.vm_provision(session_id=result.state["session_id"])
-    assert set(fake_provider.instances) == {result.state["session_id"]}
+    services.vm_provision(session_id=result.state.session_id)
+    assert set(fake_provider.instances) == {result.state.session_id}
     assert redis.hget(f"vm:state:{user.pk}:{lab.pk}", "status") == b"running"
     assert redis.zscore("vm:expiry", f"{user.pk}:{lab.pk}") is not None
 
@@ -283,9 +283,9 @@ def test_a_template_that_became_disallowed_fails_at_provisioning(fake_provider, 
     result = services.vm_start(user=user, lab=lab)
     # when
     with override_settings(VM_ALLOWED_IMAGES=["other/*"]):
-        services.vm_provision(session_id=result.state["session_id"])
+        services.vm_provision(session_id=result.state.session_id)
     # then
-    session = VMSession.objects.get(pk=result.state["session_id"])
+    session = VMSession.objects.get(pk=result.state.session_id)
     assert session.status == VMStatus.FAILED
     assert "not allowed" in session.failure
     assert fake_provider.instances == {}
@@ -330,7 +330,7 @@ def test_an_older_version_never_overwrites_a_newer_state(fake_provider, user, re
     # given
     lab = machine_lab()
     result = services.vm_start(user=user, lab=lab)
-    provisioning = VMSession.objects.get(pk=result.state["session_id"])
+    provisioning = VMSession.objects.get(pk=result.state.session_id)
     services.vm_provision(session_id=str(provisioning.pk))
     # when the provisioning-time copy is written again
     assert state.put(session=provisioning) is False

@@ -4,7 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from cyberlab import redis_client
 from vms import state
-from vms.selectors import state_view
+from vms.state import MachineState
 
 
 class Command(BaseCommand):
@@ -19,11 +19,11 @@ class Command(BaseCommand):
         header = f"{'KEY':<28} {'SESSION':<36} {'STATUS':<12} {'LEFT':>8} {'RENEW':>5}  CONNECTION"
         self.stdout.write(header)
         for fields in states:
-            view = state_view(fields, staff=True)
-            left = view["seconds_left"]
-            addresses = ", ".join(port["address"] for port in (view["connection"] or {}).get("ports", []))
+            machine = MachineState.from_fields(fields)
+            left = machine.seconds_left
+            addresses = ", ".join(port["address"] for port in (machine.connection or {}).get("ports", []))
             self.stdout.write(
-                f"{fields['key']:<28} {view['session_id']:<36} {view['status']:<12} "
-                f"{left // 60:>5}m{left % 60:02d}s {view['renewals']:>5}  {addresses or view['reason'] or ''}"
+                f"{fields['key']:<28} {machine.session_id:<36} {machine.status:<12} "
+                f"{left // 60:>5}m{left % 60:02d}s {machine.renewals:>5}  {addresses or machine.reason or ''}"
             )
         self.stdout.write(f"{len(states)} machine(s).")
