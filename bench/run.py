@@ -6,9 +6,10 @@
                                     # this tree, on the same data, measured in the same rounds
 
 With BENCH_COMPARE, each entry of BENCH_COMPARE_VARIANTS (`name=VAR=value,VAR=value;...`,
-default `before=`) is one more server of REV with those variables, and
-BENCH_COMPARE_PYTHON is the interpreter it runs with (its own virtualenv, for example
-one without hiredis). An endpoint a server does not answer is left out for that server.
+default `before=`) is one more server of REV with those variables. Two are the harness's
+own: `REV=...` serves another commit (`HEAD` for this tree's commit), `PYTHON=...` runs it
+with another interpreter (a virtualenv without hiredis, say; default BENCH_COMPARE_PYTHON).
+An endpoint a server does not answer is left out for that server.
 
 wrk is pinned to core 0 and the server to core 1 (taskset), and the endpoints are
 measured round-robin (A B C A B C ...), so a noisy minute hits every endpoint alike.
@@ -69,22 +70,28 @@ class Server:
 
 
 def compared_servers() -> list[Server]:
-    """The servers of BENCH_COMPARE's commit, checked out in a temporary worktree."""
+    """The servers of BENCH_COMPARE's variants, each commit checked out in a temporary worktree."""
     if not COMPARE:
         return []
-    worktree = Path(tempfile.mkdtemp(prefix="cyberlab-bench-"))
-    subprocess.run(["git", "worktree", "add", "--detach", str(worktree), COMPARE], cwd=ROOT, check=True)
+    worktrees: dict[str, Path] = {}
     servers = []
     for number, variant in enumerate(filter(None, COMPARE_VARIANTS.split(";")), start=1):
         name, _, assignments = variant.partition("=")
         env = dict(pair.split("=", 1) for pair in assignments.split(",") if pair)
-        servers.append(Server(f"{name} ({COMPARE})", worktree, COMPARE_PYTHON, PORT + number, env))
+        rev = env.pop("REV", COMPARE)
+        python = env.pop("PYTHON", COMPARE_PYTHON)
+        if rev not in worktrees:
+            worktrees[rev] = Path(tempfile.mkdtemp(prefix="cyberlab-bench-"))
+            subprocess.run(
+                ["git", "worktree", "add", "--detach", str(worktrees[rev]), rev], cwd=ROOT, check=True
+            )
+        servers.append(Server(f"{name} ({rev})", worktrees[rev], python, PORT + number, env))
     return servers
 
 
-def remove_worktree(servers: list[Server]) -> None:
-    if servers:
-        subprocess.run(["git", "worktree", "remove", "--force", str(servers[0].root)], cwd=ROOT, check=False)
+def remove_worktrees(servers: list[Server]) -> None:
+    for root in {server.root for server in servers}:
+        subprocess.run(["git", "worktree", "remove", "--force", str(root)], cwd=ROOT, check=False)
 
 
 @dataclass
@@ -341,7 +348,7 @@ def main() -> None:
     finally:
         for server in servers:
             stop_server(server)
-        remove_worktree(servers[1:])
+        remove_worktrees(servers[1:])
 
     header = (
         f"gunicorn 2 workers on core 1, wrk 1 thread {CONNECTIONS} connections on core 0, "
