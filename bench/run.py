@@ -157,7 +157,11 @@ def run_wrk(
         "taskset", "-c", "0", "wrk", "-t1", f"-c{endpoint.connections or CONNECTIONS}", f"-d{duration}s",
         "--latency", "-s", str(script), f"{server.base_url}{endpoint.path}",
     ]  # fmt: skip
-    return parse_wrk(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    measured = parse_wrk(output)
+    if measured[1] != measured[1]:  # nan: nothing completed
+        print(f"{endpoint.name} on {server.name}: no request completed\n{output}", flush=True)
+    return measured
 
 
 def parse_wrk(output: str) -> tuple[float, float, float, int]:
@@ -165,14 +169,20 @@ def parse_wrk(output: str) -> tuple[float, float, float, int]:
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
     # Anchored to the latency distribution's own lines: the thread summary above it
     # ends in a percentage too ("+/- Stdev 90.99%").
-    p50 = _milliseconds(re.search(r"^\s+50%\s+(\S+)$", output, re.MULTILINE).group(1))
-    p99 = _milliseconds(re.search(r"^\s+99%\s+(\S+)$", output, re.MULTILINE).group(1))
+    # A run in which no request completed has no distribution at all.
+    p50 = _percentile(output, "50%")
+    p99 = _percentile(output, "99%")
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
     failed = int(errors.group(1)) if errors else 0
     if socket_errors:
         failed += sum(int(n) for n in socket_errors.groups())
     return rps, p50, p99, failed
+
+
+def _percentile(output: str, label: str) -> float:
+    found = re.search(rf"^\s+{label}\s+(\S+)$", output, re.MULTILINE)
+    return _milliseconds(found.group(1)) if found else float("nan")
 
 
 def start_server(server: Server, env: dict[str, str]) -> None:
