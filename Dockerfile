@@ -12,4 +12,5 @@ RUN SECRET_KEY=build FLAG_SECRET=build python manage.py collectstatic --noinput 
 
 USER cyberlab
 EXPOSE 8000
-CMD ["gunicorn", "cyberlab.wsgi", "--workers", "2", "--bind", "0.0.0.0:8000"]
+ENV BIND=0.0.0.0:8000
+CMD ["scripts/serve.sh"]

@@ -1,4 +1,4 @@
-"""HTTP benchmark of the real stack: gunicorn (2 workers) on Postgres and Redis, driven by wrk.
+"""HTTP benchmark of the real stack: the web server (2 workers) on Postgres and Redis, driven by wrk.
 
     make bench                      # everything
     BENCH_ONLY=labs make bench      # scenario modules whose name contains "labs"
@@ -8,7 +8,9 @@
 With BENCH_COMPARE, each entry of BENCH_COMPARE_VARIANTS (`name=VAR=value,VAR=value;...`,
 default `before=`) is one more server of REV with those variables. Two are the harness's
 own: `REV=...` serves another commit (`HEAD` for this tree's commit), `PYTHON=...` runs it
-with another interpreter (a virtualenv without hiredis, say; default BENCH_COMPARE_PYTHON).
+with another interpreter (a virtualenv without hiredis, say; default BENCH_COMPARE_PYTHON),
+`SERVER=asgi` serves it as scripts/serve.sh does (default: WSGI, as commits before the
+ASGI edge were served). This tree is served as scripts/serve.sh serves it.
 An endpoint a server does not answer is left out for that server.
 
 wrk is pinned to core 0 and the server to core 1 (taskset), and the endpoints are
@@ -62,6 +64,7 @@ class Server:
     python: str
     port: int
     env: dict[str, str] = field(default_factory=dict)
+    interface: str = "asgi"
     process: subprocess.Popen | None = None
 
     @property
@@ -80,12 +83,13 @@ def compared_servers() -> list[Server]:
         env = dict(pair.split("=", 1) for pair in assignments.split(",") if pair)
         rev = env.pop("REV", COMPARE)
         python = env.pop("PYTHON", COMPARE_PYTHON)
+        interface = env.pop("SERVER", "wsgi")
         if rev not in worktrees:
             worktrees[rev] = Path(tempfile.mkdtemp(prefix="cyberlab-bench-"))
             subprocess.run(
                 ["git", "worktree", "add", "--detach", str(worktrees[rev]), rev], cwd=ROOT, check=True
             )
-        servers.append(Server(f"{name} ({rev})", worktrees[rev], python, PORT + number, env))
+        servers.append(Server(f"{name} ({rev})", worktrees[rev], python, PORT + number, env, interface))
     return servers
 
 
@@ -186,9 +190,15 @@ def _percentile(output: str, label: str) -> float:
 
 
 def start_server(server: Server, env: dict[str, str]) -> None:
+    """gunicorn with 2 workers: ASGI (uvicorn workers, as scripts/serve.sh runs it) or,
+    for the variable SERVER=wsgi, Django's WSGI handler in sync workers."""
     gunicorn = str(Path(server.python).parent / "gunicorn")
+    if server.interface == "asgi":
+        app = ["cyberlab.asgi:application", "--worker-class", "uvicorn_worker.UvicornWorker"]
+    else:
+        app = ["cyberlab.wsgi"]
     command = [
-        "taskset", "-c", "1", gunicorn, "cyberlab.wsgi",
+        "taskset", "-c", "1", gunicorn, *app,
         "--workers", "2", "--bind", f"127.0.0.1:{server.port}", "--log-level", "warning",
         "--access-logfile", "-" if os.environ.get("BENCH_ACCESS_LOG") else "/dev/null",
     ]  # fmt: skip
@@ -361,8 +371,9 @@ def main() -> None:
         remove_worktrees(servers[1:])
 
     header = (
-        f"gunicorn 2 workers on core 1, wrk 1 thread {CONNECTIONS} connections on core 0, "
-        f"median of {RUNS} runs of {DURATION} s, round-robin"
+        "web server 2 workers on core 1 (this tree: ASGI, as scripts/serve.sh), "
+        f"wrk 1 thread {CONNECTIONS} connections on core 0, median of {RUNS} runs of {DURATION} s, "
+        "round-robin"
     )
     report = [header, "", format_table(results, servers[0]), ""]
     if len(servers) > 1:

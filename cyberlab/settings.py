@@ -72,6 +72,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "cyberlab.accounts",
+    "cyberlab.events",
     "labs",
     "leaderboard",
     "vms",
@@ -310,6 +311,30 @@ SPECTACULAR_SETTINGS = {
 BENCH_CEILING = env_bool("BENCH_CEILING", False)
 
 # =============================================================================
+# Live events: the stream at /api/v1/events/ (cyberlab/events/)
+# README.md "Live events"; cyberlab/events/stream.py explains the stream.
+# =============================================================================
+
+# The replay window a reconnecting client resumes from (Last-Event-ID): per learner and
+# for everyone, at most this many events and this many seconds; older: `resync`.
+EVENTS_REPLAY_MAXLEN = env_int("EVENTS_REPLAY_MAXLEN", 1000)
+EVENTS_REPLAY_SECONDS = env_int("EVENTS_REPLAY_SECONDS", 60 * 60)
+# A comment line this often keeps proxies from closing an idle stream.
+EVENTS_HEARTBEAT = env_float("EVENTS_HEARTBEAT", 15.0)
+# A revoke is announced through Redis and acts at once; besides, every stream checks its
+# credentials again about this often (and after Redis was away), in case one was missed.
+EVENTS_RECHECK_INTERVAL = env_float("EVENTS_RECHECK_INTERVAL", 300.0)
+# What a stream advises its client to wait before reconnecting (the SSE `retry:`).
+EVENTS_RETRY_MS = env_int("EVENTS_RETRY_MS", 3000)
+# Leaderboard changes reach one stream at most once per this many seconds.
+EVENTS_LEADERBOARD_INTERVAL = env_float("EVENTS_LEADERBOARD_INTERVAL", 1.0)
+# Open streams per learner, across every process; a new one closes the oldest.
+EVENTS_MAX_STREAMS_PER_USER = env_int("EVENTS_MAX_STREAMS_PER_USER", 5)
+# Events queued for one slow client before it is sent `resync` instead.
+EVENTS_QUEUE_MAX = env_int("EVENTS_QUEUE_MAX", 100)
+EVENTS_REDIS_MAX_CONNECTIONS = env_int("EVENTS_REDIS_MAX_CONNECTIONS", 20)
+
+# =============================================================================
 # Celery
 # https://docs.celeryq.dev/en/stable/userguide/configuration.html
 # The broker defaults to the same Redis server on another database index.
@@ -487,12 +512,22 @@ VM_PROVISION_TIMEOUT = env_int("VM_PROVISION_TIMEOUT", 10 * 60)
 VM_STOP_TIMEOUT = env_int("VM_STOP_TIMEOUT", 5 * 60)
 # Live state with no ledger row younger than this is a start still committing.
 VM_CLAIM_GRACE = env_int("VM_CLAIM_GRACE", 60)
-# The "expiring soon" event fires this long before expiry.
+# The learner is warned (the `machine.expiring` event) this long before expiry, and once
+# more, the final warning, this long before.
 VM_EXPIRY_WARNING = env_int("VM_EXPIRY_WARNING", 10 * 60)
+VM_EXPIRY_FINAL_WARNING = env_int("VM_EXPIRY_FINAL_WARNING", 2 * 60)
 # Sessions the sweeper handles per pass; the next pass takes the rest.
 VM_SWEEP_BATCH = env_int("VM_SWEEP_BATCH", 500)
-VM_SWEEP_INTERVAL = env_int("VM_SWEEP_INTERVAL", 60)
+# Warnings and teardowns land within this of their time; a sweep costs a few
+# milliseconds whatever the number of live machines (bench/vms_sweep_bench.py).
+VM_SWEEP_INTERVAL = env_int("VM_SWEEP_INTERVAL", 10)
 VM_RECONCILE_INTERVAL = env_int("VM_RECONCILE_INTERVAL", 5 * 60)
+# Each Celery worker follows the engine's event stream, so a machine that dies or is
+# removed behind the platform's back is failed at once (vms/watch.py); the stream is
+# read with this timeout, and read again this long after the engine went away.
+VM_WATCH_ENGINE = env_bool("VM_WATCH_ENGINE", True)
+VM_WATCH_READ_TIMEOUT = env_float("VM_WATCH_READ_TIMEOUT", 5.0)
+VM_WATCH_RETRY = env_float("VM_WATCH_RETRY", 1.0)
 CELERY_BEAT_SCHEDULE["vms-sweep"] = {
     "task": "vms.tasks.vm_sweep",
     "schedule": VM_SWEEP_INTERVAL,
@@ -540,12 +575,15 @@ SESSION_TOUCH_INTERVAL = env_int("SESSION_TOUCH_INTERVAL", 60)
 
 # =============================================================================
 # Leaderboard
-# README "Leaderboard"; leaderboard/store.py explains the keys and the score encoding
+# README "Leaderboard"; leaderboard/keys.py and scores.py explain the keys and their scores
 # =============================================================================
 
 # Lifetime of the `leaderboard:all` snapshot (the seed's 5 minutes); a solve makes it
 # stale sooner, so this only bounds how old an unchanged board's snapshot gets.
 LEADERBOARD_CACHE_TTL = env_int("LEADERBOARD_CACHE_TTL", 5 * 60)
+# Two receivers of a flag's first solves racing to announce first blood: one claim,
+# kept this long, lets only one of them.
+LEADERBOARD_FIRST_BLOOD_CLAIM_TTL = env_int("LEADERBOARD_FIRST_BLOOD_CLAIM_TTL", 60 * 60)
 # The snapshot is rebuilt by the first reader this many seconds before it expires, so it
 # never runs out under traffic and no reader finds it missing.
 LEADERBOARD_SNAPSHOT_REFRESH_AHEAD = env_int("LEADERBOARD_SNAPSHOT_REFRESH_AHEAD", 30)

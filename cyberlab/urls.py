@@ -15,6 +15,7 @@ api_v1 = [
     path("", include("vms.urls")),
     path("", include("labs.urls")),
     path("auth/", include("cyberlab.accounts.urls")),
+    path("events/", include("cyberlab.events.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
 ]
 

@@ -21,6 +21,7 @@ from django.utils import timezone
 from rest_framework.exceptions import NotFound
 
 from cyberlab.accounts.models import User
+from cyberlab.text import render_markdown
 from labs import cache
 from labs.models import (
     Course,
@@ -40,7 +41,6 @@ from labs.serializers import (
     LabEntrySerializer,
     QuizEntrySerializer,
 )
-from labs.text import render_markdown
 
 
 def is_preview(user: User | AnonymousUser) -> bool:

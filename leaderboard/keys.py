@@ -81,3 +81,8 @@ def boards_key() -> str:
 def rebuild_key(*, token: str, key: str) -> str:
     """Where a rebuild stages `key` before swapping it in."""
     return f"{PREFIX}:rebuild:{token}:{key}"
+
+
+def first_blood_key(*, flag_id: int) -> str:
+    """Claimed by the receiver that announces the flag's first solve."""
+    return f"leaderboard:first_blood:{flag_id}"

@@ -14,7 +14,7 @@ from cyberlab.accounts.models import User
 from cyberlab.redis_client import RedisUnavailable
 from labs.models import Solve
 from labs.signals import points_awarded
-from leaderboard import services
+from leaderboard import live, services
 from leaderboard.boards import is_excluded
 
 logger = logging.getLogger(__name__)
@@ -33,6 +33,7 @@ def _on_points_awarded(sender, *, solve_id, user_id, course_id, points, awarded_
         # The learner's request must not fail after the solve committed; the catch-up
         # task applies it from the cursor once Redis answers.
         logger.info("Solve %s left to the leaderboard catch-up: Redis is unavailable", solve_id)
+    live.leaderboard_announce_solve(solve_id=solve_id, user_id=user_id, points=points)
 
 
 _tracked_values = operator.itemgetter(*_TRACKED)

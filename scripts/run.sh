@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make run`: the whole platform on this host, in the foreground, with demo content.
-# Web (gunicorn), a Celery worker and beat start together; Ctrl-C stops all three.
+# Web (scripts/serve.sh), a Celery worker and beat start together; Ctrl-C stops all three.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -62,7 +62,7 @@ cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
 trap cleanup EXIT INT TERM
 .venv/bin/celery -A cyberlab worker --loglevel INFO --concurrency 2 & pids+=($!)
 .venv/bin/celery -A cyberlab beat --loglevel INFO --schedule var/celerybeat-schedule & pids+=($!)
-.venv/bin/gunicorn cyberlab.wsgi --workers 2 --bind "127.0.0.1:$PORT" --access-logfile - & pids+=($!)
+BIND="127.0.0.1:$PORT" scripts/serve.sh & pids+=($!)
 
 cat <<MSG
 

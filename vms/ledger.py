@@ -11,6 +11,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from cyberlab import redis_client
+from cyberlab.events import services as events
 from vms import state
 from vms.models import VMSession, VMStatus
 
@@ -44,3 +45,27 @@ def publish_session(*, session: VMSession) -> None:
         )
     else:
         redis_client.fallback(lambda: state.put(session=session), False)
+    announce(sessions=[session])
+
+
+def announce(*, sessions: list[VMSession]) -> None:
+    """Tells each learner what became of their machine (the `machine` event, after commit)."""
+    for session in sessions:
+        shown = state.MachineState.of(session)
+        if session.status == VMStatus.STOPPED:
+            status, reason = VMStatus.STOPPED, session.stop_reason
+        elif shown.status == VMStatus.FAILED:
+            status, reason = VMStatus.FAILED, shown.reason or session.stop_reason
+        else:
+            status, reason = shown.status, session.stop_reason if shown.status == VMStatus.STOPPING else None
+        events.machine_changed(
+            user_id=session.user_id,
+            session_id=shown.session_id,
+            lab_id=session.lab_id,
+            status=str(status),
+            reason=reason or None,
+            connection=shown.connection,
+            expires_at=shown.expires_at,
+            renewals_left=shown.renewals_left,
+            can_extend=shown.can_extend,
+        )

@@ -20,12 +20,12 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from cyberlab import redis_client
+from cyberlab.events import services as events
 from vms import state
-from vms.ledger import change_session, close_session, publish_session
+from vms.ledger import announce, change_session, close_session, publish_session
 from vms.models import ACTIVE_STATUSES, OPEN_STATUSES, StopReason, VMSession, VMStatus
 from vms.providers import ProviderDisabled, ProviderError, get_provider
 from vms.services import enqueue_teardown
-from vms.signals import machine_expiring_soon
 
 logger = logging.getLogger(__name__)
 
@@ -177,6 +177,7 @@ def _stop(*, ids: list, reason: str, dry_run: bool, now: datetime, due_only: boo
         row.status, row.stop_reason, row.status_changed_at = VMStatus.STOPPING, reason, now
         row.version += 1
     redis_client.fallback(lambda: state.put_many(sessions=locked), 0)
+    announce(sessions=locked)
     session_ids = [str(row.pk) for row in locked]
     enqueue_teardown(session_ids=session_ids)
     return session_ids
@@ -200,6 +201,7 @@ def _fail_stuck_starts(*, ids: list, before: datetime, dry_run: bool) -> list[st
             )
             failed.append(row)
     redis_client.fallback(lambda: state.put_many(sessions=failed), 0)
+    announce(sessions=failed)
     session_ids = [str(row.pk) for row in failed]
     enqueue_teardown(session_ids=session_ids)
     return session_ids
@@ -221,27 +223,42 @@ def _retry_stuck_stops(*, scope: Q, before: datetime, dry_run: bool, now: dateti
 
 
 def _warn(*, scope: Q, now: datetime, dry_run: bool) -> list[str]:
-    horizon = now + timedelta(seconds=settings.VM_EXPIRY_WARNING)
-    rows = VMSession.objects.filter(
-        scope, status=VMStatus.RUNNING, expires_at__gt=now, expires_at__lte=horizon, warned_at__isnull=True
-    )
-    if dry_run:
-        return [str(pk) for pk in rows.values_list("pk", flat=True)[: settings.VM_SWEEP_BATCH]]
-    with transaction.atomic():
-        warned = list(rows.select_for_update(skip_locked=True)[: settings.VM_SWEEP_BATCH])
-        VMSession.objects.filter(pk__in=[row.pk for row in warned]).update(warned_at=now)
-    for row in warned:
-        logger.info(
-            "Machine %s of user %s (lab %s) expires at %s", row.pk, row.user_id, row.lab_id, row.expires_at
+    """Warns learners whose machine expires soon: VM_EXPIRY_WARNING before, then
+    VM_EXPIRY_FINAL_WARNING before (the `machine.expiring` event), each once per expiry."""
+    warned = []
+    for final, lead, sent in (
+        (False, settings.VM_EXPIRY_WARNING, "warned_at"),
+        (True, settings.VM_EXPIRY_FINAL_WARNING, "final_warned_at"),
+    ):
+        horizon = now + timedelta(seconds=lead)
+        rows = VMSession.objects.filter(
+            scope,
+            status=VMStatus.RUNNING,
+            expires_at__gt=now,
+            expires_at__lte=horizon,
+            **{f"{sent}__isnull": True},
         )
-        machine_expiring_soon.send(
-            sender=VMSession,
-            session_id=str(row.pk),
-            user_id=row.user_id,
-            lab_id=row.lab_id,
-            expires_at=row.expires_at,
-        )
-    return [str(row.pk) for row in warned]
+        if dry_run:
+            warned += [str(pk) for pk in rows.values_list("pk", flat=True)[: settings.VM_SWEEP_BATCH]]
+            continue
+        with transaction.atomic():
+            due = list(rows.select_for_update(skip_locked=True)[: settings.VM_SWEEP_BATCH])
+            VMSession.objects.filter(pk__in=[row.pk for row in due]).update(**{sent: now})
+            for row in due:
+                shown = state.MachineState.of(row)
+                events.machine_expiring(
+                    user_id=row.user_id,
+                    session_id=str(row.pk),
+                    lab_id=row.lab_id,
+                    expires_at=row.expires_at,
+                    renewals_left=shown.renewals_left,
+                    can_extend=shown.can_extend,
+                    final=final,
+                )
+        for row in due:
+            logger.info("Machine %s of user %s expires at %s", row.pk, row.user_id, row.expires_at)
+        warned += [str(row.pk) for row in due if str(row.pk) not in warned]
+    return warned
 
 
 # --- the reconciler ---------------------------------------------------------------------
@@ -336,6 +353,28 @@ def _reconcile_provider(*, name: str, report: ReconcileReport, dry_run: bool) ->
             provider.prepare()
         except ProviderError as error:
             report.problems.append(f"Provider {name}: {error}")
+
+
+def vm_instance_gone(*, session_id: str, instance_id: str, reason: str) -> bool:
+    """The engine reports a machine dead or removed behind the platform's back: a
+    running session becomes `failed` with the reason, at once, and what is left of the
+    machine is removed. False when nothing was running there (a stop we asked for)."""
+    if not _is_uuid(session_id):
+        return False
+    with transaction.atomic():
+        row = VMSession.objects.select_for_update().filter(pk=session_id).first()
+        if row is None or row.status != VMStatus.RUNNING:
+            return False
+        if instance_id and row.instance_id and not instance_id.startswith(row.instance_id[:12]):
+            return False  # an instance this session no longer uses
+        close_session(session=row, status=VMStatus.FAILED, reason=StopReason.FAILED, failure=reason)
+    logger.warning("Machine %s of user %s is gone from the engine: %s", row.pk, row.user_id, reason)
+    publish_session(session=row)
+    try:
+        get_provider(name=row.provider).stop(session_id=str(row.pk), instance_id=row.instance_id)
+    except ProviderError as error:
+        logger.warning("Could not clear what is left of machine %s: %s", row.pk, error)
+    return True
 
 
 def _close_vanished(*, session_id, instance_id: str, provider, report: ReconcileReport) -> None:

@@ -56,7 +56,12 @@ class VMSession(models.Model):
     stopped_at = models.DateTimeField(null=True, blank=True)
     stop_reason = models.CharField(max_length=16, choices=StopReason.choices, blank=True)
     failure = models.CharField(max_length=500, blank=True, help_text="Why a start failed.")
-    warned_at = models.DateTimeField(null=True, blank=True, help_text="When 'expiring soon' was sent.")
+    warned_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the first expiry warning was sent."
+    )
+    final_warned_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the final expiry warning was sent."
+    )
     # Bumped on every change under the row lock: Redis only accepts a newer version of
     # the state, so a late writer can never roll the live view back.
     version = models.PositiveIntegerField(default=1)

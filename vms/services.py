@@ -39,7 +39,7 @@ from vms.errors import (
     PlatformFull,
     UserLimitReached,
 )
-from vms.ledger import change_session, close_session, publish_session
+from vms.ledger import announce, change_session, close_session, publish_session
 from vms.models import ACTIVE_STATUSES, StopReason, VMSession, VMStatus
 from vms.policy import (
     CheckedTemplate,
@@ -97,7 +97,10 @@ def vm_start(*, user: User, lab: Lab) -> StartResult:
             _unclaim(session)
         publish_session(session=existing)
         return StartResult(state=MachineState.of(existing), created=False)
-    if not claimed:
+    if claimed:
+        # The claim wrote the live state already; the learner is told all the same.
+        announce(sessions=[session])
+    else:
         publish_session(session=session)
     _enqueue_provision(session)
     logger.info("Machine %s starting for user %s, lab %s", session.pk, user.pk, lab.pk)
@@ -390,7 +393,16 @@ def vm_extend(*, user: User, lab_id: int) -> MachineState:
             raise ExtendRefused(
                 detail="This machine has reached its longest lifetime.", code="vm_max_lifetime"
             )
-        change_session(session=session, expires_at=expires_at, renewals=session.renewals + 1, warned_at=None)
+        if session.expires_at <= now:
+            raise ExtendRefused(detail="This machine has expired.", code="vm_expired")
+        # A later expiry re-arms both warnings.
+        change_session(
+            session=session,
+            expires_at=expires_at,
+            renewals=session.renewals + 1,
+            warned_at=None,
+            final_warned_at=None,
+        )
     publish_session(session=session)
     return MachineState.of(session)
 
@@ -411,6 +423,7 @@ def vm_reset(*, user: User, lab: Lab) -> StartResult:
         change_session(session=old, status=VMStatus.STOPPING, stop_reason=StopReason.RESET)
         session.save(force_insert=True)
     redis_client.fallback(lambda: state.put(session=session, replaces=str(old.pk)), False)
+    announce(sessions=[old, session])
     enqueue_teardown(session_ids=[str(old.pk)])
     _enqueue_provision(session)
     logger.info("Machine %s reset into %s", old.pk, session.pk)

@@ -206,6 +206,12 @@ class MachineState:
     @classmethod
     def from_fields(cls, fields: dict[str, str]) -> MachineState:
         status = fields.get("status", "")
+        expires_at = _datetime(fields.get("expires_at"))
+        reason = fields.get("reason") or None
+        if status == VMStatus.RUNNING and expires_at is not None and expires_at.timestamp() <= time.time():
+            # Past its expiry a machine is being torn down, however soon the sweeper
+            # gets to it: never shown running with nothing left, nor extendable.
+            status, reason = VMStatus.STOPPING, "expired"
         return cls(
             session_id=fields.get("session_id", ""),
             user_id=int(fields.get("user_id") or 0),
@@ -216,9 +222,9 @@ class MachineState:
             # Until the machine runs, its ports lead nowhere: no connection is shown.
             connection=_connection(fields.get("connection")) if status == VMStatus.RUNNING else None,
             started_at=_datetime(fields.get("started_at")),
-            expires_at=_datetime(fields.get("expires_at")),
+            expires_at=expires_at,
             renewals=int(fields.get("renewals") or 0),
-            reason=fields.get("reason") or None,
+            reason=reason,
         )
 
     @classmethod

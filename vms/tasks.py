@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 from celery import shared_task
+from celery.signals import worker_ready, worker_shutdown
 
-from vms import maintenance, services
+from vms import maintenance, services, watch
 from vms.providers import ProviderError
+
+
+@worker_ready.connect(dispatch_uid="vms.watch_start")
+def _watch_engine(**kwargs) -> None:
+    watch.watch_start()
+
+
+@worker_shutdown.connect(dispatch_uid="vms.watch_stop")
+def _stop_watching(**kwargs) -> None:
+    watch.watch_stop()
 
 
 @shared_task(name=services.PROVISION_TASK, acks_late=True)

@@ -5,10 +5,14 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from datetime import timedelta
+from importlib import import_module
 
 from django.conf import settings
+from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
 from django.db.models import QuerySet
 from django.utils import timezone
+from django.utils.crypto import constant_time_compare
+from rest_framework.authtoken.models import Token
 
 from cyberlab import redis_client
 from cyberlab.accounts.models import User, UserSession
@@ -109,3 +113,31 @@ def user_session_for_key(*, session_key: str) -> UserSession | None:
         .filter(key_hash=session_key_digest(session_key))
         .first()
     )
+
+
+# --- credentials outside a Django request (the event stream) -------------------------
+
+
+def user_id_for_token(*, token: str) -> int | None:
+    """The active user an API token signs in, as DRF's token authentication decides."""
+    row = Token.objects.select_related("user").filter(key=token).only("user__is_active").first()
+    return row.user_id if row is not None and row.user.is_active else None
+
+
+def user_id_for_session_key(*, session_key: str) -> int | None:
+    """The user a session cookie signs in, with the session guard's checks: a live record
+    of that user, an active account, and the session's auth hash still matching."""
+    session = import_module(settings.SESSION_ENGINE).SessionStore(session_key=session_key)
+    user_id = session.get(SESSION_KEY)
+    if user_id is None:
+        return None
+    record = user_session_for_key(session_key=session_key)
+    if record is None or record.ended_at is not None or str(record.user_id) != str(user_id):
+        return None
+    user = record.user
+    if not user.is_active or session.get(BACKEND_SESSION_KEY) not in settings.AUTHENTICATION_BACKENDS:
+        return None
+    session_hash = session.get(HASH_SESSION_KEY) or ""
+    if not constant_time_compare(session_hash, user.get_session_auth_hash()):
+        return None
+    return user.pk

@@ -27,6 +27,7 @@ from cyberlab.accounts.selectors import (
     user_sessions_key,
 )
 from cyberlab.accounts.session_store import USER_SESSION_ID
+from cyberlab.events import services as events
 from cyberlab.throttling import client_address
 
 INVALID_CREDENTIALS = "Invalid username or password."
@@ -80,6 +81,7 @@ def token_rotate(*, user: User) -> str | None:
     deleted, _ = Token.objects.filter(user=user).delete()
     if not deleted:
         return None
+    events.streams_recheck(user_id=user.pk)
     return Token.objects.create(user=user).key
 
 
@@ -152,6 +154,7 @@ def user_session_end_by_key(*, session_key: str, reason: SessionEndReason = Sess
         return
     rows.update(ended_at=timezone.now(), end_reason=reason)
     transaction.on_commit(lambda: _index_remove(ended))
+    _streams_recheck(ended)
 
 
 def user_session_touch(*, session: UserSession) -> None:
@@ -221,7 +224,14 @@ def _sessions_end(*, sessions: QuerySet[UserSession], reason: SessionEndReason) 
         _index_remove(ended)
 
     transaction.on_commit(forget_live_copies)
+    _streams_recheck(ended)
     return len(ended)
+
+
+def _streams_recheck(ended: list[tuple[uuid.UUID, int]]) -> None:
+    # Their open event streams end within a second, on whichever node serves them.
+    for user_id in {user_id for _, user_id in ended}:
+        events.streams_recheck(user_id=user_id)
 
 
 def _index_rebuild(*, user: User) -> None:

@@ -10,11 +10,14 @@ from django.dispatch import receiver
 from cyberlab.accounts import services
 from cyberlab.accounts.models import User
 from cyberlab.accounts.selectors import user_profile_invalidate
+from cyberlab.events import services as events
 
 
 @receiver(post_save, sender=User, dispatch_uid="accounts.user_saved")
 @receiver(post_delete, sender=User, dispatch_uid="accounts.user_deleted")
 def user_changed(sender, instance: User, **kwargs) -> None:
+    # Deactivated, deleted or a new password: its open event streams are checked again.
+    events.streams_recheck(user_id=instance.pk)
     # The cached profile shows the user's own fields too (a rename in the admin).
     transaction.on_commit(lambda: user_profile_invalidate(user_id=instance.pk))
 

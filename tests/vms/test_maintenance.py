@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
@@ -9,11 +10,11 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from cyberlab.events import services as events
 from tests.factories import UserFactory
 from tests.vms.support import machine_lab
-from vms import ledger, maintenance, services, state
+from vms import ledger, maintenance, selectors, services, state
 from vms.models import StopReason, VMSession, VMStatus
-from vms.signals import machine_expiring_soon
 
 pytestmark = pytest.mark.django_db
 
@@ -163,26 +164,61 @@ def test_sweeper_retries_a_teardown_that_never_finished(fake_provider):
     assert fake_provider.instances == {}
 
 
-def test_sweeper_announces_machines_expiring_soon_once(fake_provider):
-    # given a machine with five minutes left
+def user_events(redis, user) -> list[tuple[str, dict]]:
+    """The events in the learner's replay window, oldest first."""
+    entries = redis.xrange(events.user_stream_key(user_id=user.pk))
+    return [(fields[b"event"].decode(), json.loads(fields[b"data"])) for _, fields in entries]
+
+
+def test_sweeper_warns_once_then_once_more_before_expiry(
+    fake_provider, redis, settings, django_capture_on_commit_callbacks
+):
+    # given a machine with five minutes left (warnings at ten and two minutes)
+    settings.VM_EXPIRY_WARNING, settings.VM_EXPIRY_FINAL_WARNING = 600, 120
     session = running()
     VMSession.objects.filter(pk=session.pk).update(expires_at=timezone.now() + timedelta(minutes=5))
-    received = []
-
-    def receiver(**kwargs):
-        received.append(kwargs["session_id"])
-
-    machine_expiring_soon.connect(receiver)
-    try:
-        # when swept twice
+    # when swept twice, then again at one minute left
+    with django_capture_on_commit_callbacks(execute=True):
         first = maintenance.vm_sweep()
         second = maintenance.vm_sweep()
-    finally:
-        machine_expiring_soon.disconnect(receiver)
-    # then
-    assert first.warned == [str(session.pk)]
-    assert second.warned == []
-    assert received == [str(session.pk)]
+        VMSession.objects.filter(pk=session.pk).update(expires_at=timezone.now() + timedelta(minutes=1))
+        third = maintenance.vm_sweep()
+    # then the learner was warned once, then once more (the final warning)
+    assert (first.warned, second.warned, third.warned) == ([str(session.pk)], [], [str(session.pk)])
+    warnings = [data for name, data in user_events(redis, session.user) if name == "machine.expiring"]
+    assert [w["final"] for w in warnings] == [False, True]
+    assert warnings[0]["session_id"] == str(session.pk)
+    assert warnings[0]["reason"] == "lifetime"
+
+
+def test_an_expired_machine_is_shown_expired_before_the_sweeper_runs(fake_provider):
+    # given a running machine whose expiry just passed, not swept yet
+    session = running()
+    expire(session, ago=1)
+    # when / then: it reads as being torn down, and cannot be extended
+    shown = selectors.vm_state_for_user(user_id=session.user_id, lab_id=session.lab_id)
+    assert (shown.status, shown.reason, shown.can_extend) == ("stopping", "expired", False)
+
+
+def test_a_machine_gone_from_the_engine_is_failed_and_its_learner_told(
+    fake_provider, redis, django_capture_on_commit_callbacks
+):
+    # given a running machine
+    session = running()
+    # when the engine reports its container removed
+    with django_capture_on_commit_callbacks(execute=True):
+        gone = maintenance.vm_instance_gone(
+            session_id=str(session.pk), instance_id=session.instance_id, reason="The machine was removed."
+        )
+    # then the session failed with that reason, and the learner got the event
+    assert gone
+    session.refresh_from_db()
+    assert (session.status, session.failure) == (VMStatus.FAILED, "The machine was removed.")
+    machine = [data for name, data in user_events(redis, session.user) if name == "machine"]
+    assert machine[-1]["status"] == "failed"
+    assert machine[-1]["reason"] == "The machine was removed."
+    # and a second report of the same machine changes nothing
+    assert not maintenance.vm_instance_gone(session_id=str(session.pk), instance_id="", reason="again")
 
 
 def test_stop_all_stops_every_live_machine_in_scope(fake_provider):

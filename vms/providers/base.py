@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import abc
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -81,6 +83,11 @@ class Provider(abc.ABC):
     @abc.abstractmethod
     def list(self) -> list[Instance]:
         """Every instance this platform owns, running or not, one per session."""
+
+    def watch(self, *, on_gone: Callable[[str, str, str], None], stop: threading.Event) -> None:  # noqa: B027
+        """Calls `on_gone(session_id, instance_id, reason)` as the engine reports one of
+        this platform's instances dying or removed, until `stop` is set. A provider
+        whose engine reports nothing returns at once: the reconciler notices instead."""
 
     def prepare(self) -> None:  # noqa: B027 - optional: most providers have nothing to prepare
         """Gets capacity ready for the next starts (after a start, and when reconciling)."""

@@ -154,6 +154,39 @@ class DockerProvider(Provider):
         except APIError as error:
             raise ProviderError(f"Could not remove machine {session_id}: {_explain(error)}") from error
 
+    def watch(self, *, on_gone, stop) -> None:
+        """Follows the engine's event stream (`docker events`) for this platform's
+        containers dying or being removed. The stream is read with a short timeout, so
+        `stop` is seen within it; `since` makes a reconnect miss nothing."""
+        filters = {
+            "type": "container",
+            "event": ["die", "destroy"],
+            "label": [f"{LABEL_PLATFORM}={settings.VM_PLATFORM_NAME}"],
+        }
+        since = datetime.now(UTC)
+        while not stop.is_set():
+            try:
+                client = self._client(timeout=settings.VM_WATCH_READ_TIMEOUT)
+                stream = client.events(decode=True, filters=filters, since=since)
+                for event in stream:
+                    since = datetime.fromtimestamp(event.get("time", since.timestamp()), UTC)
+                    actor = event.get("Actor", {})
+                    attributes = actor.get("Attributes", {})
+                    session_id = attributes.get(LABEL_SESSION)
+                    if session_id:
+                        on_gone(
+                            session_id, actor.get("ID", ""), _gone_reason(event.get("Action", ""), attributes)
+                        )
+                    if stop.is_set():
+                        break
+            except (DockerException, *UNREACHABLE) as error:
+                # A read timeout on a quiet engine, or the engine away: read again.
+                logger.debug("Engine events: %s", error)
+                stop.wait(0.2 if "timed out" in str(error).lower() else settings.VM_WATCH_RETRY)
+            except Exception:
+                logger.exception("Engine events: the handler failed; reading on")
+                stop.wait(settings.VM_WATCH_RETRY)
+
     def prepare(self) -> None:
         """Keeps VM_DOCKER_NETWORK_POOL isolated networks ready, and reclaims stray ones.
 
@@ -387,6 +420,13 @@ class _NameTaken(Exception):
 
 class _NetworkGone(Exception):
     """The network a container was to join no longer exists."""
+
+
+def _gone_reason(action: str, attributes: dict) -> str:
+    if action == "destroy":
+        return "The machine was removed from the engine."
+    code = attributes.get("exitCode")
+    return f"The machine stopped (exit code {code})." if code is not None else "The machine stopped."
 
 
 def _network_names(container: dict) -> set[str]:

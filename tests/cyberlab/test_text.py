@@ -2,7 +2,7 @@
 
 import pytest
 
-from labs.text import render_markdown
+from cyberlab.text import render_markdown
 
 
 def test_markdown_is_rendered():

@@ -1,0 +1,2 @@
+"""Live events: what the platform pushes to learners (cyberlab.events.services) and the
+stream that carries them (cyberlab.events.stream)."""
