@@ -258,3 +258,20 @@ def test_a_stream_without_credentials_is_refused(stack):
     base, _ = stack
     assert EventStream(base).status == 403
     assert EventStream(base, headers={"Authorization": "Token not-a-token"}).status == 403
+
+
+def test_a_learner_past_the_stream_cap_loses_their_oldest_stream(stack):
+    base, _ = stack
+    headers = token_headers(UserFactory())
+    # given as many streams as a learner may hold, on either web process
+    streams = [EventStream(base, headers=headers) for _ in range(5)]
+    time.sleep(0.5)
+    # when one more opens
+    newest = EventStream(base, headers=headers)
+    # then the oldest is closed, and the rest stay open
+    assert streams[0].ended.wait(timeout=3)
+    time.sleep(1)
+    assert [s.ended.is_set() for s in streams[1:]] == [False] * 4
+    assert not newest.ended.is_set()
+    for stream in [*streams, newest]:
+        stream.close()
