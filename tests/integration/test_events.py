@@ -92,6 +92,16 @@ def call(base: str, path: str, headers: dict, method: str = "GET", body=None):
     return status, json.loads(raw) if raw else None
 
 
+def running_machine(base: str):
+    """A learner's demo machine, started over the API and seen running on their stream."""
+    lab, _ = machine_lab()
+    headers = token_headers(UserFactory())
+    stream = EventStream(base, headers=headers)
+    call(base, f"/api/v1/labs/{lab.pk}/vm/", headers, "POST")
+    stream.until(lambda e: e.event == "machine" and e.data["status"] == "running", timeout=60)
+    return lab, headers, stream
+
+
 def test_a_learner_sees_their_machine_start_and_their_solve_and_others_see_first_blood(stack, engine):
     base, _ = stack
     lab, flag = machine_lab()
@@ -130,12 +140,7 @@ def test_a_learner_sees_their_machine_start_and_their_solve_and_others_see_first
 
 def test_a_machine_is_warned_twice_then_stopped_as_expired_and_an_extend_moves_the_warning(stack, engine):
     base, _ = stack
-    lab, _ = machine_lab()
-    learner = UserFactory()
-    headers = token_headers(learner)
-    stream = EventStream(base, headers=headers)
-    call(base, f"/api/v1/labs/{lab.pk}/vm/", headers, "POST")
-    stream.until(lambda e: e.event == "machine" and e.data["status"] == "running", timeout=60)
+    lab, headers, stream = running_machine(base)
     # the first warning, then an extend: the final warning waits for the new expiry
     warning = stream.until(lambda e: e.event == "machine.expiring", timeout=LIFETIME)
     assert warning.data["final"] is False
@@ -230,12 +235,7 @@ def test_revoking_a_session_ends_its_stream_within_a_second(stack):
 
 def test_a_container_removed_behind_the_platforms_back_is_failed_within_two_seconds(stack, engine):
     base, _ = stack
-    lab, _ = machine_lab()
-    learner = UserFactory()
-    headers = token_headers(learner)
-    stream = EventStream(base, headers=headers)
-    call(base, f"/api/v1/labs/{lab.pk}/vm/", headers, "POST")
-    stream.until(lambda e: e.event == "machine" and e.data["status"] == "running", timeout=60)
+    lab, headers, stream = running_machine(base)
     # when the container is removed outside the platform
     (container,) = support.platform_containers(engine)
     removed_at = time.monotonic()
