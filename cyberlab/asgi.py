@@ -1,16 +1,22 @@
 """The ASGI entry point (scripts/serve.sh): the event streams, then Django for the rest.
 
 The streams are served by cyberlab.events.stream directly: a stream lives for hours and
-must not hold a thread or a Django request, which Django's own handler would give it.
+must not hold a thread or a Django request. Everything else is Django's WSGI handler on
+a fixed pool of WEB_THREADS threads per process (a2wsgi): the API's views are
+synchronous, and Django's own ASGI handler would run each request in a thread of its own
+with a database connection of its own, which measured slower and cannot keep
+connections (CONN_MAX_AGE) between requests.
 """
 
 import os
 
-from django.core.asgi import get_asgi_application
+from a2wsgi import WSGIMiddleware
+from django.conf import settings
+from django.core.wsgi import get_wsgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cyberlab.settings")
 
-django_application = get_asgi_application()
+django_application = WSGIMiddleware(get_wsgi_application(), workers=settings.WEB_THREADS)
 
 from cyberlab.events import stream  # noqa: E402 - needs the apps loaded
 

@@ -188,6 +188,11 @@ REDIS_SOCKET_TIMEOUT = env_float("REDIS_SOCKET_TIMEOUT", 0.25)
 REDIS_RETRY_INTERVAL = env_float("REDIS_RETRY_INTERVAL", 1.0)
 REDIS_MAX_CONNECTIONS = env_int("REDIS_MAX_CONNECTIONS", 100)
 CACHE_KEY_PREFIX = os.environ.get("CACHE_KEY_PREFIX", "cache")
+# The near cache (cyberlab/nearcache.py): a few hot reads kept in each process and dropped
+# the moment Redis reports a change; the lifetime bounds an entry whose report was lost.
+NEAR_CACHE_ENABLED = env_bool("NEAR_CACHE_ENABLED", True)
+NEAR_CACHE_TTL = env_float("NEAR_CACHE_TTL", 30.0)
+NEAR_CACHE_MAX_ENTRIES = env_int("NEAR_CACHE_MAX_ENTRIES", 10_000)
 
 CACHES = {
     "default": {
@@ -309,6 +314,10 @@ SPECTACULAR_SETTINGS = {
 
 # The benchmark mounts a constant view ("the ceiling") only when asked to.
 BENCH_CEILING = env_bool("BENCH_CEILING", False)
+
+# Threads per web process serving the (synchronous) API under scripts/serve.sh; each
+# keeps its own database connection. The event streams need none.
+WEB_THREADS = env_int("WEB_THREADS", 2)
 
 # =============================================================================
 # Live events: the stream at /api/v1/events/ (cyberlab/events/)

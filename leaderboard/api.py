@@ -8,6 +8,8 @@ the snapshot stored (leaderboard.snapshot renders it with the same serializer).
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable
+from typing import TypeVar
 
 from django.conf import settings
 from django.http import HttpResponse
@@ -18,12 +20,16 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from cyberlab import nearcache
 from cyberlab.api import Pagination, error_responses
 from cyberlab.deferred import run_after_response
 from labs.selectors import course_get_for_user
-from leaderboard import selectors
+from leaderboard import keys, selectors
 from leaderboard.boards import Board
 from leaderboard.serializers import UTC, MyStandingSerializer, StandingSerializer, WeeklyStandingSerializer
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 class BoardReaders(BasePermission):
@@ -61,14 +67,40 @@ def wants_full_standings(request: Request, paginator: Pagination) -> bool:
     return paginator.limit_query_param not in request.query_params and not paginator.get_offset(request)
 
 
+def rendered(name: str, board: Board, load: Callable[[], T | None], render: Callable[[T], R]) -> R | None:
+    """`render(load())` of a live read of `board`, kept rendered in the near cache until a
+    key of the board changes (cyberlab.nearcache): the one place rendered board answers
+    are kept. None when the live board cannot answer (nothing is kept then)."""
+
+    def load_and_render() -> R | None:
+        found = load()
+        return None if found is None else render(found)
+
+    return nearcache.read(
+        f"{board.key}:{name}", load_and_render, deps=keys.board_deps(board.key), keep=lambda v: v is not None
+    )
+
+
 def board_page(
     request: Request, board: Board, paginator: Pagination, serializer_class: type = StandingSerializer
 ) -> Response:
     """The page of `board` the request asks for, read live (Postgres when Redis cannot)."""
-    standings = paginator.paginate_fetched(
-        lambda limit, offset: selectors.leaderboard_page(board=board, limit=limit, offset=offset), request
-    )
-    return paginator.get_paginated_response(serializer_class(standings, many=True).data)
+
+    def render(page: selectors.StandingsPage) -> tuple[int, list]:
+        return page.count, list(serializer_class(page.results, many=True).data)
+
+    def fetch(limit: int, offset: int) -> tuple[int, list]:
+        live = rendered(
+            f"page:{offset}:{limit}:{serializer_class.__name__}",
+            board,
+            lambda: selectors.leaderboard_live_page(board=board, limit=limit, offset=offset),
+            render,
+        )
+        if live is not None:
+            return live
+        return render(selectors.leaderboard_page_from_postgres(board=board, limit=limit, offset=offset))
+
+    return paginator.get_paginated_response(paginator.paginate_fetched(fetch, request))
 
 
 # What every board endpoint may answer besides its page: bad paging, not signed in (a
@@ -97,7 +129,19 @@ class LeaderboardMeApi(APIView):
 
     @extend_schema(responses={200: MyStandingSerializer, **error_responses(403, 429)})
     def get(self, request):
-        return Response(MyStandingSerializer(selectors.leaderboard_me(user=request.user)).data)
+        board, radius = Board.all_time(), settings.LEADERBOARD_AROUND
+
+        def load() -> selectors.MyStanding | None:
+            # Only a learner on the board is kept: one off it is answered from Postgres.
+            found = selectors.leaderboard_live_me(user=request.user, board=board, radius=radius)
+            return found if found is not None and found.rank is not None else None
+
+        data = rendered(
+            f"me:{request.user.pk}:{radius}", board, load, lambda me: MyStandingSerializer(me).data
+        )
+        if data is None:
+            data = MyStandingSerializer(selectors.leaderboard_me(user=request.user, board=board)).data
+        return Response(data)
 
 
 class LeaderboardCourseApi(APIView):

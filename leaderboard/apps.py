@@ -5,4 +5,7 @@ class LeaderboardConfig(AppConfig):
     name = "leaderboard"
 
     def ready(self) -> None:
-        from leaderboard import receivers  # noqa: F401 -- connects the signal receivers
+        from cyberlab import nearcache
+        from leaderboard import keys, receivers  # noqa: F401 -- receivers connects the signal receivers
+
+        nearcache.track_prefix(*keys.NEAR_CACHE_PREFIXES)

@@ -14,6 +14,16 @@ PREFIX = "leaderboard"
 MEMBER_DIGITS = 12
 
 
+# What the near cache hears about (cyberlab.nearcache): every board key.
+NEAR_CACHE_PREFIXES = ("leaderboard:",)
+
+
+def board_deps(board: str) -> tuple[str, ...]:
+    """The keys a page or my-rank read of `board` depends on: a solve, a rename, a hidden
+    learner and a rebuild each change one of them."""
+    return (cursor_key(), board, names_key())
+
+
 def member(user_id: int) -> str:
     return f"{user_id:0{MEMBER_DIGITS}d}"
 

@@ -156,6 +156,17 @@ def leaderboard_page(*, board: Board, limit: int, offset: int = 0) -> StandingsP
     return leaderboard_page_from_postgres(board=board, limit=limit, offset=offset)
 
 
+def leaderboard_live_page(*, board: Board, limit: int, offset: int = 0) -> StandingsPage | None:
+    """The page from the live board; None when Redis cannot answer (then the caller asks
+    Postgres, and a rebuild is queued if the board is missing)."""
+    return _live(lambda: _live_page(board, limit, offset))
+
+
+def leaderboard_live_me(*, user: User, board: Board, radius: int) -> MyStanding | None:
+    """My standing from the live board; None when Redis cannot answer."""
+    return _live(lambda: _live_me(board, user, radius))
+
+
 def _live_page(board: Board, limit: int, offset: int) -> StandingsPage | None:
     """A page of the live board (one round trip); None when it is not built."""
     found = store.page(board=board.key, start=offset, stop=offset + limit - 1)

@@ -15,7 +15,7 @@ from django_redis import get_redis_connection
 from redis import Redis
 from rest_framework.test import APIClient
 
-from cyberlab import redis_client
+from cyberlab import nearcache, redis_client
 from tests.factories import UserFactory
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -40,6 +40,7 @@ def _clean_redis():
     broker = client.from_url(settings.CELERY_BROKER_URL)
     broker.flushdb()
     redis_client.incident.reset()
+    nearcache.near_cache.clear()
     yield
     redis_client.incident.reset()
 
