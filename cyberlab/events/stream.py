@@ -130,6 +130,8 @@ class Stream:
         self.board: bytes | None = None
         self.board_sent_at = 0.0
         self.resync_pending = False
+        # A fresh stream (no Last-Event-ID) delivers every live message it queued.
+        self.take_queued = False
 
     @property
     def member(self) -> str:
@@ -400,6 +402,10 @@ async def _watch_disconnect(receive: Receive, stream: Stream) -> None:
 
 
 async def _serve(stream: Stream, send: Send, last_event_id: str | None) -> None:
+    # The headers go out once the stream is live: whatever is published after a client
+    # sees them reaches it.
+    opening = f"retry: {settings.EVENTS_RETRY_MS}\n\n".encode()
+    opening += b"".join(await _catch_up(stream, last_event_id))
     await send(
         {
             "type": "http.response.start",
@@ -411,8 +417,6 @@ async def _serve(stream: Stream, send: Send, last_event_id: str | None) -> None:
             ],
         }
     )
-    opening = f"retry: {settings.EVENTS_RETRY_MS}\n\n".encode()
-    opening += b"".join(await _catch_up(stream, last_event_id))
     await send({"type": "http.response.body", "body": opening, "more_body": True})
     heartbeat = settings.EVENTS_HEARTBEAT
     next_heartbeat = time.monotonic() + heartbeat
@@ -469,9 +473,12 @@ def _deliver(stream: Stream, key: str, entry_id: str, event: str, data: str) -> 
         stream.board = _frame(event, data, stream.event_id())
         return b""
     position = stream.positions.get(key)
-    if position is None or not entry_id or not _later(entry_id, position):
+    if position is None or not entry_id:
         return b""
-    stream.positions[key] = entry_id
+    if _later(entry_id, position):
+        stream.positions[key] = entry_id
+    elif not stream.take_queued:
+        return b""  # replayed already
     return _frame(event, data, stream.event_id())
 
 
@@ -505,6 +512,9 @@ async def _catch_up(stream: Stream, last_event_id: str | None) -> list[bytes]:
             for key, entries in zip(list(stream.positions), latest, strict=True):
                 if entries:
                     stream.positions[key] = _text(entries[0][0])
+            # Everything queued since the stream was registered is news to this client,
+            # including what was appended just before those positions were read.
+            stream.take_queued = True
             return []
         return await _replay(client, stream, wanted)
     except (aioredis.RedisError, OSError) as error:

@@ -135,8 +135,8 @@ def leaderboard_round_trips(monkeypatch):
     [("leaderboard", {"limit": 10}), ("leaderboard-me", {}), ("leaderboard", {})],
     ids=["top-10", "my rank", "full standings"],
 )
-def test_a_hot_read_is_one_round_trip_to_the_board(
-    board, learner_client, user, leaderboard_round_trips, name, params
+def test_a_hot_read_is_one_round_trip_to_the_board_at_most(
+    board, learner_client, user, leaderboard_round_trips, name, params, settings
 ):
     # given a board, the full standings' snapshot already stored, and the read's script
     # already known to Redis (the first call of a script also loads it)
@@ -146,8 +146,32 @@ def test_a_hot_read_is_one_round_trip_to_the_board(
     learner_client.get(reverse("leaderboard"))
     learner_client.get(reverse(name), params)
     leaderboard_round_trips.clear()
-    # when
+    # when read with the near cache off, then the answer took one round trip to the board
+    settings.NEAR_CACHE_ENABLED = False
     response = learner_client.get(reverse(name), params)
-    # then the answer took one round trip to the leaderboard's keys
     assert response.status_code == 200
     assert len(leaderboard_round_trips) == 1
+    # and with it on, a page or my rank read again is answered from memory
+    settings.NEAR_CACHE_ENABLED = True
+    learner_client.get(reverse(name), params)
+    leaderboard_round_trips.clear()
+    again = learner_client.get(reverse(name), params)
+    assert again.json() == response.json()
+    full_standings = (name, params) == ("leaderboard", {})  # the snapshot is read from Redis
+    assert len(leaderboard_round_trips) == (1 if full_standings else 0)
+
+
+def test_a_solve_is_seen_on_the_next_read_of_a_page_held_in_memory(board, learner_client, user):
+    # given top-10 and my rank read once (now in the near cache)
+    for index in range(3):
+        award(UserFactory(), points=100 - index, at=moment())
+    award(user, points=50, at=moment())
+    before = learner_client.get(reverse("leaderboard"), {"limit": 10}).json()
+    learner_client.get(reverse("leaderboard-me"))
+    # when I score enough to lead
+    award(user, points=500, at=moment())
+    # then the very next reads show it
+    top = learner_client.get(reverse("leaderboard"), {"limit": 10}).json()
+    assert before["results"][0]["user_id"] != user.pk
+    assert top["results"][0]["user_id"] == user.pk
+    assert learner_client.get(reverse("leaderboard-me")).json()["rank"] == 1
