@@ -34,8 +34,10 @@ from typing import Any
 import redis.asyncio as aioredis
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db import close_old_connections
 from redis.commands.core import AsyncScript
 
+from cyberlab.accounts import selectors
 from cyberlab.events import services
 
 logger = logging.getLogger(__name__)
@@ -80,10 +82,8 @@ class Principal:
 
 
 def _authenticate(session_key: str | None, token: str | None) -> Principal | None:
-    from django.db import close_old_connections
-
-    from cyberlab.accounts import selectors
-
+    # In a thread of the default executor: its database connection is kept between
+    # calls within CONN_MAX_AGE, as a request's would be.
     close_old_connections()
     try:
         if token:
@@ -147,10 +147,7 @@ class Stream:
             self.queue.put_nowait(item if item is _CLOSE else ("resync", None))
 
     def event_id(self) -> str:
-        return (
-            f"{self.positions.get(self.user_key, ZERO) if self.user_key else ZERO}_"
-            + (self.positions[services.BROADCAST_STREAM])
-        )
+        return _id_of(self, self.positions)
 
 
 class Hub:
