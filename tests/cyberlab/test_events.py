@@ -97,3 +97,20 @@ def test_the_schema_documents_both_streams_as_event_streams():
         content = schema["paths"][path]["get"]["responses"]["200"]["content"]
         assert "text/event-stream" in content
     assert "first_blood" in schema["paths"]["/api/v1/events/"]["get"]["description"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_staff_announce_to_everyone_from_the_admin(admin_client, staff_user, redis):
+    # when staff add an announcement with no course
+    response = admin_client.post(
+        "/admin/events/announcement/add/", {"title": "Maintenance at noon", "body": "Save your work."}
+    )
+    # then it is sent to everyone, recorded with its author, and cannot be edited
+    assert response.status_code == 302
+    (event,) = replay(redis, services.BROADCAST_STREAM)
+    assert event[0] == "announcement"
+    assert event[1]["title"] == "Maintenance at noon"
+    announcement = Announcement.objects.get()
+    assert announcement.created_by == staff_user
+    page = admin_client.get(f"/admin/events/announcement/{announcement.pk}/change/")
+    assert b'name="title"' not in page.content
