@@ -22,7 +22,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -230,53 +230,7 @@ def json_set(key: str, value: Any, ttl: int | float | None = None) -> bool:
     return True
 
 
-# --- hashes -------------------------------------------------------------------
-
-
-def hash_get(key: str) -> dict[str, str]:
-    """Every field of the hash at `key` ({} when missing)."""
-    with connection() as client:
-        raw = client.hgetall(key)
-    return {_text(field): _text(value) for field, value in raw.items()}
-
-
-def hash_get_field(key: str, field: str) -> str | None:
-    with connection() as client:
-        value = client.hget(key, field)
-    return None if value is None else _text(value)
-
-
-def hash_set(key: str, mapping: Mapping[str, Any], ttl: int | float | None = None) -> None:
-    """Sets fields (non-string values stored as JSON), optionally (re)setting the TTL."""
-    fields = {name: value if isinstance(value, str) else dumps(value) for name, value in mapping.items()}
-    with connection() as client:
-        pipe = client.pipeline(transaction=True)
-        pipe.hset(key, mapping=fields)
-        if ttl is not None:
-            pipe.pexpire(key, max(1, int(ttl * 1000)))
-        pipe.execute()
-
-
-def hash_delete(key: str, *fields: str) -> int:
-    """Deletes fields of the hash, or the whole key when no field is named."""
-    with connection() as client:
-        return client.hdel(key, *fields) if fields else client.delete(key)
-
-
-# --- lifetimes and deletion ----------------------------------------------------
-
-
-def ttl(key: str) -> float | None:
-    """Seconds left; None when the key is missing or has no expiry."""
-    with connection() as client:
-        millis = client.pttl(key)
-    return None if millis < 0 else millis / 1000
-
-
-def refresh_ttl(key: str, ttl: int | float) -> bool:
-    """Sets the key's time to live; False when the key does not exist."""
-    with connection() as client:
-        return bool(client.pexpire(key, max(1, int(ttl * 1000))))
+# --- deletion -----------------------------------------------------------------
 
 
 def delete(*keys: str) -> int:
@@ -284,30 +238,6 @@ def delete(*keys: str) -> int:
         return 0
     with connection() as client:
         return client.unlink(*keys)
-
-
-def delete_pattern(pattern: str, batch: int = 500) -> int:
-    """Deletes every key matching `pattern`, walking with SCAN (never KEYS)."""
-    deleted = 0
-    with connection() as client:
-        chunk: list[bytes] = []
-        for key in client.scan_iter(match=pattern, count=batch):
-            chunk.append(key)
-            if len(chunk) >= batch:
-                deleted += client.unlink(*chunk)
-                chunk = []
-        if chunk:
-            deleted += client.unlink(*chunk)
-    return deleted
-
-
-def scan_keys(pattern: str, batch: int = 500) -> list[str]:
-    with connection() as client:
-        return sorted(_text(key) for key in client.scan_iter(match=pattern, count=batch))
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 # --- Django's cache client ------------------------------------------------------
