@@ -143,7 +143,12 @@ async def run(master: int, tokens: list[str], reads: list[tuple[str, str, dict]]
     for number in range(FANOUTS):
         bench_id = f"fanout-{number}"
         sent = time.time()
-        services.events_publish(services.FIRST_BLOOD, {"bench_id": bench_id, "sent": sent}, broadcast=True)
+        await asyncio.to_thread(
+            services.events_publish,
+            services.FIRST_BLOOD,
+            {"bench_id": bench_id, "sent": sent},
+            broadcast=True,
+        )
         deadline = time.monotonic() + 10
         while len(streams.received.get(bench_id, [])) < STREAMS and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
@@ -193,7 +198,10 @@ def main() -> None:
     get_redis_connection("default").flushdb()
     User.objects.filter(username__startswith="bench-stream-").delete()
     users = User.objects.bulk_create(User(username=f"bench-stream-{n}") for n in range(LEARNERS))
-    tokens = [token.key for token in Token.objects.bulk_create(Token(user=user) for user in users)]
+    tokens = [
+        token.key
+        for token in Token.objects.bulk_create(Token(user=user, key=Token.generate_key()) for user in users)
+    ]
     context = Context(base_url=f"http://127.0.0.1:{PORT}")
     machine = next(e for e in vms_scenario.setup(context) if e.name.startswith("machine status"))
     reads = [
