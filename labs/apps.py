@@ -6,12 +6,11 @@ class LabsConfig(AppConfig):
     verbose_name = "Courses and labs"
 
     def ready(self) -> None:
-        from cyberlab import nearcache, redis_client
+        from cyberlab import redis_client
         from cyberlab.accounts.selectors import profile_contributor
         from labs import cache, receivers
 
         receivers.connect()
-        nearcache.track_prefix(*cache.NEAR_CACHE_PREFIXES)
         profile_contributor(_points_contributor)
         redis_client.on_recover(cache.catalogue_repair_on_recovery)
 

@@ -35,17 +35,13 @@ from django.conf import settings
 from django.db import transaction
 from redis.commands.core import Script
 
-from cyberlab import nearcache, redis_client
+from cyberlab import redis_client
 from cyberlab.redis_client import RedisUnavailable
 from labs.models import PendingCatalogueInvalidation
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-
-# What the near cache hears about: the entries below and the generation.
-NEAR_CACHE_PREFIXES = ("courses:", "course:", "lab:", "quiz:", "catalogue:")
 
 
 def courses_list_key() -> str:
@@ -164,16 +160,9 @@ def _generation() -> bytes:
 def catalogue_cached(key: str, compute: Callable[[], T]) -> T:
     """The value at `key`, computed by `compute` on a miss by one caller at a time.
 
-    Kept in the process's near cache until Redis reports a change to the entry or the
-    generation (cyberlab.nearcache); the value is shared, so callers copy before
-    changing it. Redis down: computed from Postgres on every call and not stored.
+    A hit is one round trip: `_GET_OR_LOCK` reads the entry, or takes the lock when it
+    is missing. Redis down: computed from Postgres on every call and not stored.
     """
-    return nearcache.read(key, lambda: _shared_entry(key, compute), deps=(key, catalogue_generation_key()))
-
-
-def _shared_entry(key: str, compute: Callable[[], T]) -> T:
-    """The entry in Redis: a hit is one round trip (`_GET_OR_LOCK` reads the entry, or
-    takes the lock when it is missing); a miss is computed by one caller at a time."""
     token = secrets.token_hex(8)
     deadline = time.monotonic() + settings.CATALOGUE_CACHE_LOCK_WAIT
     while True:

@@ -40,7 +40,7 @@ def _clean_redis():
     broker = client.from_url(settings.CELERY_BROKER_URL)
     broker.flushdb()
     redis_client.incident.reset()
-    nearcache.near_cache.clear()
+    nearcache.near_cache.reset()
     yield
     redis_client.incident.reset()
 

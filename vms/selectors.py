@@ -28,7 +28,7 @@ from vms.state import MachineState
 def vm_state_for_user(*, user_id: int, lab_id: int) -> MachineState | None:
     """The learner's machine for the lab, or None when there is none."""
     try:
-        fields = state.get_shown(user_id=user_id, lab_id=lab_id)
+        fields = state.get(user_id=user_id, lab_id=lab_id)
     except redis_client.RedisUnavailable:
         return _from_ledger(user_id=user_id, lab_id=lab_id, rebuild=False)
     if fields:

@@ -23,14 +23,10 @@ from datetime import datetime
 from django.conf import settings
 from django.utils.dateparse import parse_datetime
 
-from cyberlab import nearcache, redis_client
+from cyberlab import redis_client
 from vms.models import VMSession, VMStatus
 
 LIVE = ("provisioning", "running")
-
-
-# What the near cache hears about: a machine's state (its status read is kept there).
-NEAR_CACHE_PREFIXES = ("vm:state:",)
 
 
 def state_key(*, user_id: int, lab_id: int) -> str:
@@ -419,13 +415,6 @@ def get(*, user_id: int, lab_id: int) -> dict[str, str]:
     """The machine's state in one round trip ({} when Redis has none)."""
     with redis_client.connection() as client:
         return _decode(client.hgetall(state_key(user_id=user_id, lab_id=lab_id)))
-
-
-def get_shown(*, user_id: int, lab_id: int) -> dict[str, str]:
-    """As `get`, through the near cache (cyberlab.nearcache): what the status read shows.
-    The fields are shared: callers must not change them."""
-    key = state_key(user_id=user_id, lab_id=lab_id)
-    return nearcache.read(key, lambda: get(user_id=user_id, lab_id=lab_id), deps=[key], keep=bool)
 
 
 def for_user(*, user_id: int) -> list[dict[str, str]]:

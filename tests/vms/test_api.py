@@ -86,9 +86,8 @@ def test_status_without_a_machine_is_a_404(fake_provider, learner_client):
     assert response.json()["code"] == "no_machine"
 
 
-@pytest.mark.parametrize(("near_cache", "round_trips"), [(False, 2), (True, 1)], ids=["read through", "held"])
-def test_status_read_from_redis_makes_no_query_and_at_most_two_round_trips(
-    fake_provider, user, django_assert_num_queries, monkeypatch, settings, near_cache, round_trips
+def test_status_read_from_redis_makes_no_query_and_two_round_trips(
+    fake_provider, user, django_assert_num_queries, monkeypatch
 ):
     # given a running machine, and its learner authenticated (what signing in costs is
     # the same for every endpoint, and not counted here)
@@ -97,7 +96,6 @@ def test_status_read_from_redis_makes_no_query_and_at_most_two_round_trips(
     services.vm_provision(session_id=session)
     client = APIClient()
     client.force_authenticate(user=user)
-    settings.NEAR_CACHE_ENABLED = near_cache
     client.get(url(lab))
     sent = []
     packed = redis.connection.AbstractConnection.send_packed_command
@@ -110,12 +108,11 @@ def test_status_read_from_redis_makes_no_query_and_at_most_two_round_trips(
     # when
     with django_assert_num_queries(0):
         response = client.get(url(lab))
-    # then one round trip for the rate limit, and one for the state unless it is held
-    # in the near cache
+    # then one round trip for the rate limit, one for the state
     assert response.status_code == 200
     assert response.json()["status"] == "running"
-    assert len(sent) == round_trips
-    assert any(b"HGETALL" in command for command in sent) is not near_cache
+    assert len(sent) == 2
+    assert any(b"HGETALL" in command for command in sent)
 
 
 def test_a_status_read_after_the_worker_changed_the_state_shows_the_change(
