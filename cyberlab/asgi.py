@@ -8,6 +8,7 @@ with a database connection of its own, which measured slower and cannot keep
 connections (CONN_MAX_AGE) between requests.
 """
 
+import gc
 import os
 
 from a2wsgi import WSGIMiddleware
@@ -17,6 +18,7 @@ from django.core.wsgi import get_wsgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cyberlab.settings")
 
 django_application = WSGIMiddleware(get_wsgi_application(), workers=settings.WEB_THREADS)
+gc.set_threshold(*settings.WEB_GC_THRESHOLDS)
 
 from cyberlab.events import stream  # noqa: E402 - needs the apps loaded
 
