@@ -107,16 +107,20 @@ def events_publish(
     transaction.on_commit(lambda: redis_client.fallback(send, None))
 
 
+# Control messages on the channel, for the web processes rather than for learners.
+RECHECK = "recheck"
+CLOSE = "close"
+
+
 def streams_recheck(*, user_id: int) -> None:
     """Asks every process to check the credentials of this learner's open streams again
     (a session revoked, a token rotated, the account deactivated), after commit."""
-    _control({"control": "recheck", "user_id": user_id})
+    _control({"control": RECHECK, "user_id": user_id})
 
 
-def streams_close(*, connection_ids: list[str]) -> None:
-    """Closes these open streams, wherever they are served."""
-    if connection_ids:
-        _control({"control": "close", "connections": connection_ids})
+def close_message(*, connection_ids: list[str]) -> str:
+    """The message that closes these open streams, wherever they are served."""
+    return json.dumps({"control": CLOSE, "connections": connection_ids})
 
 
 def _control(message: dict[str, Any]) -> None:

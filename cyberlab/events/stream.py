@@ -155,7 +155,6 @@ class Hub:
 
     def __init__(self) -> None:
         self.by_user: dict[int, set[Stream]] = {}
-        self.public: set[Stream] = set()
         self.by_connection: dict[str, Stream] = {}
         self.task: asyncio.Task | None = None
         self.client: aioredis.Redis | None = None
@@ -166,24 +165,18 @@ class Hub:
     def add(self, stream: Stream) -> None:
         self._ensure_running()
         self.by_connection[stream.connection_id] = stream
-        if stream.principal is None:
-            self.public.add(stream)
-        else:
+        if stream.principal is not None:
             self.by_user.setdefault(stream.principal.user_id, set()).add(stream)
 
     def remove(self, stream: Stream) -> None:
         self.by_connection.pop(stream.connection_id, None)
         if stream.principal is None:
-            self.public.discard(stream)
             return
         streams = self.by_user.get(stream.principal.user_id)
         if streams is not None:
             streams.discard(stream)
             if not streams:
                 del self.by_user[stream.principal.user_id]
-
-    def count(self) -> int:
-        return len(self.by_connection)
 
     @property
     def subscribed(self) -> bool:
@@ -275,11 +268,11 @@ class Hub:
             logger.error("Event stream: a message that is not JSON on %s", services.CHANNEL)
             return
         control = message.get("control")
-        if control == "recheck":
+        if control == services.RECHECK:
             for stream in list(self.by_user.get(message.get("user_id"), ())):
                 stream.offer(("recheck", None))
             return
-        if control == "close":
+        if control == services.CLOSE:
             for connection_id in message.get("connections", ()):
                 stream = self.by_connection.get(connection_id)
                 if stream is not None:
@@ -306,7 +299,7 @@ class Hub:
         if not signed_in:
             return
         now = int(time.time() * 1000)
-        lifetime = int(settings.EVENTS_HEARTBEAT * 3000)
+        lifetime = _presence_lifetime_ms()
         try:
             async with self.redis().pipeline(transaction=False) as pipe:
                 for stream in signed_in:
@@ -575,9 +568,14 @@ def _id_of(stream: Stream, positions: dict[str, str]) -> str:
     return f"{user}_{positions.get(services.BROADCAST_STREAM, ZERO)}"
 
 
+def _presence_lifetime_ms() -> int:
+    # A stream its process stopped vouching for (a crash) counts for three heartbeats.
+    return int(settings.EVENTS_HEARTBEAT * 3000)
+
+
 async def _register(client: aioredis.Redis, stream: Stream) -> None:
     now = int(time.time() * 1000)
-    lifetime = int(settings.EVENTS_HEARTBEAT * 3000)
+    lifetime = _presence_lifetime_ms()
     closed = await _REGISTER(
         keys=[services.connections_key(user_id=stream.principal.user_id)],
         args=[stream.member, now, now - lifetime, settings.EVENTS_MAX_STREAMS_PER_USER, lifetime],
@@ -585,7 +583,7 @@ async def _register(client: aioredis.Redis, stream: Stream) -> None:
     )
     ids = [_text(member).split(":", 1)[1] for member in closed]
     if ids:
-        await client.publish(services.CHANNEL, json.dumps({"control": "close", "connections": ids}))
+        await client.publish(services.CHANNEL, services.close_message(connection_ids=ids))
 
 
 async def _unregister(stream: Stream) -> None:
