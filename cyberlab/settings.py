@@ -285,7 +285,7 @@ PROFILE_CACHE_TTL = env_int("PROFILE_CACHE_TTL", 5 * 60)
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.TokenAuthentication",
+        "cyberlab.accounts.credentials.TokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
@@ -586,6 +586,14 @@ REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] = THROTTLE_RATES
 REST_FRAMEWORK["NUM_PROXIES"] = NUM_PROXIES
 # A session's last_seen_at is written at most this often, not on every request.
 SESSION_TOUCH_INTERVAL = env_int("SESSION_TOUCH_INTERVAL", 60)
+# Who a token or session signs in is kept in each process while Postgres reports no change
+# (cyberlab/accounts/credentials.py): trusted only while a ping over the reporting
+# connection came back within the lease; every entry ends after the TTL in any case.
+CREDENTIAL_CACHE_ENABLED = env_bool("CREDENTIAL_CACHE_ENABLED", True)
+CREDENTIAL_CACHE_TTL = env_float("CREDENTIAL_CACHE_TTL", 60.0)
+CREDENTIAL_CACHE_LEASE = env_float("CREDENTIAL_CACHE_LEASE", 1.0)
+CREDENTIAL_CACHE_PING = env_float("CREDENTIAL_CACHE_PING", 0.25)
+CREDENTIAL_CACHE_MAX_ENTRIES = env_int("CREDENTIAL_CACHE_MAX_ENTRIES", 10_000)
 
 # =============================================================================
 # Leaderboard

@@ -16,6 +16,7 @@ from redis import Redis
 from rest_framework.test import APIClient
 
 from cyberlab import nearcache, redis_client
+from cyberlab.accounts import credentials
 from tests.factories import UserFactory
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -41,8 +42,16 @@ def _clean_redis():
     broker.flushdb()
     redis_client.incident.reset()
     nearcache.near_cache.reset()
+    credentials.cache.clear()
     yield
     redis_client.incident.reset()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _credential_channel(django_db_setup):
+    """The credential cache's LISTEN connection is closed before the test database goes."""
+    yield
+    credentials.cache.stop()
 
 
 @pytest.fixture

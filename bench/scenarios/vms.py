@@ -1,9 +1,7 @@
 """Lab machine status: the SPA polls it while a machine starts and runs.
 
-* machine status, running: the state from the near cache (one HGETALL of
-  `vm:state:{user}:{lab}` when it changed), the token from the near cache, and the rate
-  limit (a Redis round trip when the process holds no reserved slot for the learner);
-  no database query; target >= 70 % of the ceiling;
+* machine status, running: one HGETALL of `vm:state:{user}:{lab}`, the token from the
+  credential cache and the rate limit (one Lua call); no database query;
 * my machines: the learner's set, then their hashes in one pipeline.
 
 The machine's state is written as the worker would write it; no container is needed

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 from django.conf import settings
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, load_backend
 from django.contrib.auth.backends import ModelBackend
@@ -9,16 +11,17 @@ from django.contrib.auth.models import AnonymousUser
 from django.http import HttpRequest, HttpResponse
 from django.utils.crypto import constant_time_compare
 
-from cyberlab.accounts import selectors, services
+from cyberlab.accounts import credentials, selectors, services
 from cyberlab.accounts.models import User
 
 
 class SessionGuardMiddleware:
     """Signs out a session whose `UserSession` is ended, missing or another user's.
 
-    The record is read from Postgres (one lookup by a unique index), never trusted from
-    a copy in Redis: Redis may come back from an outage holding an old copy of a revoked
-    session, and no copy there can prove it was not revoked meanwhile. The same lookup
+    The record is read from Postgres (one lookup by a unique index, kept in process while
+    Postgres reports no change: `credentials`), never trusted from a copy in Redis: Redis
+    may come back from an outage holding an old copy of a revoked session, and no copy
+    there can prove it was not revoked meanwhile. The same lookup
     loads the user, who becomes
     `request.user` after the checks `django.contrib.auth.get_user` makes, so a signed-in
     request costs one query at most; and it moves `last_seen_at`, which is written at
@@ -38,7 +41,12 @@ class SessionGuardMiddleware:
 
     @staticmethod
     def _check(request: HttpRequest, user_id: str) -> None:
-        record = selectors.user_session_for_key(session_key=request.session.session_key)
+        key = request.session.session_key
+        record = credentials.cache.get(
+            ("session", key),
+            lambda: selectors.user_session_for_key(session_key=key),
+            user_id=lambda found: found.user_id,
+        )
         # Django keeps the user's primary key in the session as a string.
         if record is None or record.ended_at is not None or str(record.user_id) != str(user_id):
             request.session.flush()
@@ -52,7 +60,7 @@ class SessionGuardMiddleware:
         backend = load_backend(path)
         if type(backend).get_user is ModelBackend.get_user:
             # The user loaded with the record is the one this backend's `get_user` returns.
-            request.user = _verified_user(request, backend, record.user)
+            request.user = _verified_user(request, backend, copy.copy(record.user))
             if not request.user.is_authenticated:
                 return
         # Otherwise the backend loads users its own way, and AuthenticationMiddleware's

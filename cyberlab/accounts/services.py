@@ -19,6 +19,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.exceptions import NotFound, ValidationError
 
 from cyberlab import redis_client
+from cyberlab.accounts import credentials
 from cyberlab.accounts.models import SessionData, SessionEndReason, User, UserSession
 from cyberlab.accounts.selectors import (
     session_key_digest,
@@ -81,7 +82,7 @@ def token_rotate(*, user: User) -> str | None:
     deleted, _ = Token.objects.filter(user=user).delete()
     if not deleted:
         return None
-    events.streams_recheck(user_id=user.pk)
+    _credentials_changed(user_id=user.pk)
     return Token.objects.create(user=user).key
 
 
@@ -163,6 +164,7 @@ def user_session_touch(*, session: UserSession) -> None:
     if now - session.last_seen_at < timedelta(seconds=settings.SESSION_TOUCH_INTERVAL):
         return
     UserSession.objects.filter(pk=session.pk).update(last_seen_at=now)
+    session.last_seen_at = now  # the record the credential cache keeps moves on too
 
 
 def user_session_revoke(*, request: HttpRequest, user: User, session_id: uuid.UUID) -> None:
@@ -229,9 +231,15 @@ def _sessions_end(*, sessions: QuerySet[UserSession], reason: SessionEndReason) 
 
 
 def _streams_recheck(ended: list[tuple[uuid.UUID, int]]) -> None:
-    # Their open event streams end within a second, on whichever node serves them.
     for user_id in {user_id for _, user_id in ended}:
-        events.streams_recheck(user_id=user_id)
+        _credentials_changed(user_id=user_id)
+
+
+def _credentials_changed(*, user_id: int) -> None:
+    # This process forgets its copies now; Postgres tells the others at commit. Open
+    # event streams are checked again within a second, on whichever node serves them.
+    credentials.cache.forget(user_id=user_id)
+    events.streams_recheck(user_id=user_id)
 
 
 def _index_rebuild(*, user: User) -> None:

@@ -71,13 +71,3 @@ def test_a_renamed_user_is_seen_on_the_next_token_request(user, django_capture_o
         user.display_name = "Renamed"
         user.save()
     assert client.get("/api/v1/auth/me/").json()["display_name"] == "Renamed"
-
-
-def test_every_token_request_checks_its_token_in_postgres(user, django_assert_num_queries):
-    # given a script whose token was used once (its profile is cached now)
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(user=user)}")
-    client.get("/api/v1/auth/me/")
-    # then each further request still reads the token, with its user, in one query
-    with django_assert_num_queries(1):
-        assert client.get("/api/v1/auth/me/").status_code == 200

@@ -306,15 +306,16 @@ def test_the_flag_endpoint_counts_only_wrong_answers_end_to_end(learner_client):
 
 
 def test_a_token_request_is_counted_once_and_its_token_read_once(
-    user, redis, settings, django_assert_num_queries
+    user, redis, settings, django_assert_max_num_queries
 ):
     # given a script with a token
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(user=user)}")
     client.get(reverse("auth-me"))  # fills the cached profile
     redis.delete(ratelimit.key(scope="user", ident=str(user.pk)))
-    # when: one lookup serves the limiter and the view's authentication
-    with django_assert_num_queries(1):
+    # when: one lookup at most (none once the credential cache holds the token) serves
+    # the limiter and the view's authentication
+    with django_assert_max_num_queries(1):
         response = client.get(reverse("auth-me"))
     # then the request counted once, in the learner's bucket
     assert response.status_code == 200
