@@ -487,6 +487,16 @@ VM_PLATFORM_NAME = os.environ.get("VM_PLATFORM_NAME", "cyberlab")
 # name for it), and the name learners connect to.
 VM_PUBLISH_HOST = os.environ.get("VM_PUBLISH_HOST") or os.environ.get("VM_HOST_ADDRESS") or "127.0.0.1"
 VM_CONNECT_HOST = os.environ.get("VM_CONNECT_HOST", "") or VM_PUBLISH_HOST
+# The gateway (vms/gateway.py, vms/proxy.py, scripts/gateway.sh): each machine's HTTP ports
+# at an origin of its own built from this pattern ({name}: unguessable, per machine
+# session); empty turns the entry links off. Entry links live VM_GATEWAY_ENTRY_TTL seconds.
+VM_GATEWAY_URL = os.environ.get("VM_GATEWAY_URL", "http://{name}.localhost:8001/")
+VM_GATEWAY_ENTRY_TTL = env_int("VM_GATEWAY_ENTRY_TTL", 60)
+VM_GATEWAY_CONNECT_TIMEOUT = env_float("VM_GATEWAY_CONNECT_TIMEOUT", 5.0)
+# Seconds the gateway waits for the next bytes from a machine (long polls, slow labs).
+VM_GATEWAY_READ_TIMEOUT = env_float("VM_GATEWAY_READ_TIMEOUT", 300.0)
+# Seconds between the access checks of an open WebSocket or tunnel (stop, revoke: closed).
+VM_GATEWAY_RECHECK = env_float("VM_GATEWAY_RECHECK", 1.0)
 # Machines are deliberately vulnerable: only these images (fnmatch patterns) and these
 # capabilities may start, whatever a content author typed in a template.
 VM_ALLOWED_IMAGES = env_list("VM_ALLOWED_IMAGES", "cyberlab/*")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make run`: the whole platform on this host, in the foreground, with demo content.
-# Web (scripts/serve.sh), a Celery worker and beat start together; Ctrl-C stops all three.
+# Web (scripts/serve.sh), the gateway to lab machines (scripts/gateway.sh), a Celery worker
+# and beat start together; Ctrl-C stops them all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -63,6 +64,7 @@ trap cleanup EXIT INT TERM
 .venv/bin/celery -A cyberlab worker --loglevel INFO --concurrency 2 & pids+=($!)
 .venv/bin/celery -A cyberlab beat --loglevel INFO --schedule var/celerybeat-schedule & pids+=($!)
 BIND="127.0.0.1:$PORT" scripts/serve.sh & pids+=($!)
+GATEWAY_BIND="${GATEWAY_BIND:-127.0.0.1:8001}" scripts/gateway.sh & pids+=($!)
 
 cat <<MSG
 
@@ -71,7 +73,8 @@ cat <<MSG
     API       http://127.0.0.1:$PORT/api/v1/
     API docs  http://127.0.0.1:$PORT/api/docs/
     health    http://127.0.0.1:$PORT/healthz  http://127.0.0.1:$PORT/readyz
-  Ctrl-C stops web, worker and beat.
+    machines  each at its own origin, http://<name>.localhost:8001/ (the links the API gives)
+  Ctrl-C stops web, gateway, worker and beat.
 
 MSG
 wait -n "${pids[@]}"

@@ -55,7 +55,7 @@ class LabMachineApi(APIView):
         if isinstance(exc, Throttled) and request.method == "POST" and refused_only_by(request, "vm_start"):
             machine = selectors.vm_live_state_for_user(user_id=request.user.pk, lab_id=self.kwargs["lab_id"])
             if machine is not None:
-                return Response(MachineStateSerializer(machine).data)
+                return Response(MachineStateSerializer(machine, context={"request": request}).data)
         return super().handle_exception(exc)
 
     @extend_schema(
@@ -71,19 +71,22 @@ class LabMachineApi(APIView):
         lab = selectors.vm_lab_for_start(user=request.user, lab_id=lab_id)
         result = services.vm_start(user=request.user, lab=lab)
         code = status.HTTP_202_ACCEPTED if result.created else status.HTTP_200_OK
-        return Response(MachineStateSerializer(result.state).data, status=code)
+        return Response(MachineStateSerializer(result.state, context={"request": request}).data, status=code)
 
     @extend_schema(responses={200: MachineStateSerializer, **error_responses(*_ERRORS, 404)})
     def get(self, request, lab_id: int):
         machine = selectors.vm_state_for_user(user_id=request.user.pk, lab_id=lab_id)
         if machine is None:
             raise MachineNotFound()
-        return Response(MachineStateSerializer(machine).data)
+        return Response(MachineStateSerializer(machine, context={"request": request}).data)
 
     @extend_schema(responses={202: MachineStateSerializer, **error_responses(*_ERRORS, 404)})
     def delete(self, request, lab_id: int):
         machine = services.vm_stop(user=request.user, lab_id=lab_id)
-        return Response(MachineStateSerializer(machine).data, status=status.HTTP_202_ACCEPTED)
+        return Response(
+            MachineStateSerializer(machine, context={"request": request}).data,
+            status=status.HTTP_202_ACCEPTED,
+        )
 
 
 class LabMachineExtendApi(APIView):
@@ -94,7 +97,7 @@ class LabMachineExtendApi(APIView):
     )
     def post(self, request, lab_id: int):
         machine = services.vm_extend(user=request.user, lab_id=lab_id)
-        return Response(MachineStateSerializer(machine).data)
+        return Response(MachineStateSerializer(machine, context={"request": request}).data)
 
 
 class LabMachineResetApi(APIView):
@@ -105,7 +108,10 @@ class LabMachineResetApi(APIView):
     def post(self, request, lab_id: int):
         lab = selectors.vm_lab_for_start(user=request.user, lab_id=lab_id)
         result = services.vm_reset(user=request.user, lab=lab)
-        return Response(MachineStateSerializer(result.state).data, status=status.HTTP_202_ACCEPTED)
+        return Response(
+            MachineStateSerializer(result.state, context={"request": request}).data,
+            status=status.HTTP_202_ACCEPTED,
+        )
 
 
 class MyMachinesApi(APIView):
@@ -117,7 +123,9 @@ class MyMachinesApi(APIView):
         paginator = self.pagination_class()
         machines = selectors.vm_states_for_user(user_id=request.user.pk)
         page = paginator.paginate_queryset(machines, request, view=self)
-        return paginator.get_paginated_response(MachineStateSerializer(page, many=True).data)
+        return paginator.get_paginated_response(
+            MachineStateSerializer(page, many=True, context={"request": request}).data
+        )
 
 
 class MyMachineApi(APIView):
@@ -131,12 +139,15 @@ class MyMachineApi(APIView):
         machine = selectors.vm_state_for_user(user_id=request.user.pk, lab_id=session.lab_id)
         if machine is None or machine.session_id != str(session.pk):
             raise MachineNotFound(detail="This machine is no longer live.")
-        return Response(MachineStateSerializer(machine).data)
+        return Response(MachineStateSerializer(machine, context={"request": request}).data)
 
     @extend_schema(responses={202: MachineStateSerializer, **error_responses(*_ERRORS, 404)})
     def delete(self, request, session_id: uuid.UUID):
         machine = services.vm_stop_session(session_id=session_id, reason=StopReason.USER, user=request.user)
-        return Response(MachineStateSerializer(machine).data, status=status.HTTP_202_ACCEPTED)
+        return Response(
+            MachineStateSerializer(machine, context={"request": request}).data,
+            status=status.HTTP_202_ACCEPTED,
+        )
 
 
 class AdminMachinesApi(APIView):

@@ -14,6 +14,7 @@ from cyberlab import redis_client
 from cyberlab.events import services as events
 from vms import state
 from vms.models import VMSession, VMStatus
+from vms.serializers import MachineConnectionSerializer
 
 
 def change_session(*, session: VMSession, **fields) -> None:
@@ -64,7 +65,8 @@ def announce(*, sessions: list[VMSession]) -> None:
             lab_id=session.lab_id,
             status=str(status),
             reason=reason or None,
-            connection=shown.connection,
+            # As the API shows it: the gateway's name and way to the machine stay private.
+            connection=MachineConnectionSerializer(shown.connection).data if shown.connection else None,
             expires_at=shown.expires_at,
             renewals_left=shown.renewals_left,
             can_extend=shown.can_extend,

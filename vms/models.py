@@ -46,6 +46,8 @@ class VMSession(models.Model):
     image = models.CharField(max_length=255)
     status = models.CharField(max_length=16, choices=VMStatus.choices, default=VMStatus.PROVISIONING)
     connection = models.JSONField(default=dict, blank=True)
+    # The machine's origin at the gateway (vms/gateway.py), given when it runs.
+    gateway_name = models.CharField(max_length=32, unique=True, null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(
         help_text="When the learner asked for it; the lifetime counts from here."

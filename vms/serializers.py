@@ -1,6 +1,10 @@
-"""What the machine endpoints send: each view renders a `vms.state.MachineState` here."""
+"""What the machine endpoints send: each view renders a `vms.state.MachineState` here.
+
+Given the request in its context (the owner's own views), HTTP ports carry entry links."""
 
 from rest_framework import serializers
+
+from vms import gateway
 
 
 class MachinePortSerializer(serializers.Serializer):
@@ -8,6 +12,20 @@ class MachinePortSerializer(serializers.Serializer):
     host_port = serializers.IntegerField(help_text="Where it is published on the host.")
     protocol = serializers.ChoiceField(choices=["tcp", "http", "ssh"])
     address = serializers.CharField(help_text="Ready to use: `nc host port`, a URL, or an ssh command.")
+    url = serializers.CharField(
+        required=False,
+        help_text="For the owner, through the gateway. HTTP ports: a single-use entry link to the "
+        "machine's own origin, valid for VM_GATEWAY_ENTRY_TTL seconds. Other ports: the WebSocket "
+        "URL (`ws(s)://{name}.../_tcp/{port}`) carrying the port's raw bytes in binary frames.",
+    )
+    token = serializers.CharField(
+        required=False, help_text="TCP ports: the bearer token the WebSocket URL wants (Authorization)."
+    )
+    command = serializers.CharField(
+        required=False,
+        help_text="TCP ports: a ready-to-paste command opening the port on this computer (the "
+        "shipped `python -m vms.tunnel`; websocat --binary with the bearer token works too).",
+    )
 
 
 class MachineConnectionSerializer(serializers.Serializer):
@@ -27,6 +45,20 @@ class MachineStateSerializer(serializers.Serializer):
     renewals_left = serializers.IntegerField()
     can_extend = serializers.BooleanField()
     reason = serializers.CharField(allow_null=True, help_text="Why a start failed.")
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        request = self.context.get("request")
+        if request is not None and data["connection"] is not None:
+            links = gateway.links(
+                request=request,
+                connection=instance.connection,
+                session_id=instance.session_id,
+                user_id=instance.user_id,
+            )
+            for port in data["connection"]["ports"]:
+                port.update(links.get(port["port"], {}))
+        return data
 
 
 class StaffMachineStateSerializer(MachineStateSerializer):

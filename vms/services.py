@@ -28,7 +28,7 @@ from cyberlab.celery import app as celery_app
 from cyberlab.queue import BrokerUnavailable, enqueue
 from labs.models import Lab, MachineTemplate
 from labs.services import lab_machine_flags
-from vms import state
+from vms import gateway, state
 from vms.errors import (
     EngineUnavailable,
     ExtendRefused,
@@ -238,12 +238,18 @@ def vm_provision(*, session_id: str) -> None:
     connection = connection_info(
         host=settings.VM_CONNECT_HOST, ports=instance.ports, specs=checked.ports, ssh_user=checked.ssh_user
     )
+    # Kept with the connection, never shown: the gateway's way to the machine, and its name.
+    connection.update(upstream=instance.address, gateway=gateway.new_name())
     with transaction.atomic():
         row = VMSession.objects.select_for_update().get(pk=session_id)
         keep = row.status == VMStatus.PROVISIONING
         if keep:
             change_session(
-                session=row, status=VMStatus.RUNNING, instance_id=instance.instance_id, connection=connection
+                session=row,
+                status=VMStatus.RUNNING,
+                instance_id=instance.instance_id,
+                connection=connection,
+                gateway_name=connection["gateway"],
             )
     if not keep:
         # Stopped or swept while the machine was being created: remove it again.

@@ -43,7 +43,7 @@ def test_seed_demo_creates_the_welcome_lab_and_is_idempotent(monkeypatch, settin
     assert welcome.value == "CTF{welcome-to-cyberlab}"
     assert welcome.max_attempts is None
     assert first_lab.machine.image == "cyberlab/demo:test"
-    assert first_lab.machine.ports == [{"port": 8080, "protocol": "http"}]
+    assert first_lab.machine.ports == [{"port": 8080, "protocol": "http"}, {"port": 7000, "protocol": "tcp"}]
     assert first_lab.machine.lifetime_minutes is None
     assert Course.objects.count() == 3
 

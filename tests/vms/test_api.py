@@ -70,12 +70,21 @@ def test_status_shows_connection_strings_once_running(fake_provider, user, learn
     assert response.status_code == 200
     body = response.json()
     assert body["status"] == "running"
-    assert body["connection"] == {
-        "host": "127.0.0.1",
-        "ports": [
-            {"port": 8080, "host_port": 40000, "protocol": "http", "address": "http://127.0.0.1:40000/"},
-            {"port": 22, "host_port": 40001, "protocol": "ssh", "address": "ssh -p 40001 user@127.0.0.1"},
-        ],
+    web, ssh = body["connection"].pop("ports")
+    assert body["connection"] == {"host": "127.0.0.1"}  # the gateway's own fields are not shown
+    # the published ports, and the owner's ways in through the gateway
+    entry = web.pop("url")
+    assert entry.startswith("http://")
+    assert ".localhost:8001/_cyberlab/enter?token=" in entry
+    assert web == {"port": 8080, "host_port": 40000, "protocol": "http", "address": "http://127.0.0.1:40000/"}
+    assert ssh.pop("url").endswith("/_tcp/22")
+    assert ssh.pop("command").startswith("python -m vms.tunnel ")
+    assert ssh.pop("token")
+    assert ssh == {
+        "port": 22,
+        "host_port": 40001,
+        "protocol": "ssh",
+        "address": "ssh -p 40001 user@127.0.0.1",
     }
     assert body["can_extend"] is False
 

@@ -51,6 +51,7 @@ class Instance:
     running: bool = False
     host: str = ""
     ports: dict[int, int] = field(default_factory=dict)
+    address: str = ""  # on the machine's own network, where the gateway reaches it
     created_at: datetime | None = None
 
 

@@ -402,6 +402,7 @@ class DockerProvider(Provider):
             if not published:
                 raise ProviderError(f"Port {port.port} of the machine was not published.")
             ports[port.port] = int(published[0]["HostPort"])
+        networks = (attrs.get("NetworkSettings") or {}).get("Networks") or {}
         return Instance(
             session_id=spec.session_id,
             instance_id=container_id,
@@ -410,6 +411,7 @@ class DockerProvider(Provider):
             running=True,
             host=publish,
             ports=ports,
+            address=(networks.get(network) or {}).get("IPAddress", ""),
             created_at=datetime.now(tz=UTC),
         )
 

@@ -52,7 +52,7 @@ COURSES = [
                     "`CTF{welcome-to-cyberlab}` -- submit it to see how flags work.\n\n"
                     "Then find **your personal flag**: it is yours alone, and it lives on your machine."
                 ),
-                "machine": {"ports": [{"port": 8080, "protocol": "http"}]},
+                "machine": {"ports": [{"port": 8080, "protocol": "http"}, {"port": 7000, "protocol": "tcp"}]},
                 "flags": [
                     {
                         "prompt": "Submit the welcome flag.",

@@ -1,0 +1,245 @@
+"""The gateway end to end: scripts/gateway.sh in front of a real machine on the real Docker
+engine, entered with the links the API hands its owner."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import sys
+from http.cookies import SimpleCookie
+from urllib.parse import urlsplit
+
+import pytest
+import websockets
+import websockets.asyncio.client
+from django.conf import settings
+from django.db import connection
+from django.test import override_settings
+from rest_framework.test import APIClient
+
+from cyberlab.accounts.services import token_for
+from tests.conftest import free_port, require
+from tests.factories import UserFactory
+from tests.integration.served import ROOT, process, stack_env
+from tests.vms import support
+from vms import gateway, tunnel
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+NO_THROTTLE = {"user": "", "anon": "", "vm_start": "", "login": "", "register": "", "flag": ""}
+
+
+@pytest.fixture
+def gateway_port(tmp_path):
+    """scripts/gateway.sh on a free port of 127.0.0.1, machines at {name}.localhost:<port>."""
+    client = support.docker_client()
+    require(client is not None, "no Docker engine answers")
+    require(support.ensure_demo_image(client), "the demo image could not be built")
+    support.remove_platform_objects(client)
+    port = free_port()
+    pattern = f"http://{{name}}.localhost:{port}/"
+    env = stack_env(
+        tmp_path,
+        # The links are signed here, by the test's own settings, as the web would sign them.
+        SECRET_KEY=settings.SECRET_KEY,
+        GATEWAY_BIND=f"127.0.0.1:{port}",
+        PYTHON=sys.executable,
+        GATEWAY_ACCESS_LOG="/dev/null",
+        VM_GATEWAY_URL=pattern,
+    )
+    settings_for_test = override_settings(
+        VM_PLATFORM_NAME=support.TEST_PLATFORM, THROTTLE_RATES=NO_THROTTLE, VM_GATEWAY_URL=pattern
+    )
+    command = [str(ROOT / "scripts" / "gateway.sh")]
+    with settings_for_test, process(command, env, log=tmp_path / "gateway.log"):
+        support.wait_for(lambda: _answers(port), timeout=30, what="the gateway listening")
+        yield port
+    support.remove_platform_objects(client)
+    client.close()
+
+
+@pytest.fixture
+def worker(transactional_db):
+    with support.thread_worker() as app:
+        yield app
+
+
+def _answers(port: int) -> bool:
+    try:
+        get(port, f"http://nobody.localhost:{port}/")
+    except OSError:
+        return False
+    return True
+
+
+def get(port: int, url: str, cookie: str | None = None) -> tuple[int, bytes, http.client.HTTPMessage]:
+    """One request to the gateway on 127.0.0.1 for `url`'s host, as a browser would send it."""
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    headers = {"Host": parts.netloc}
+    if cookie:
+        headers["Cookie"] = cookie
+    path = parts.path + (f"?{parts.query}" if parts.query else "")
+    connection.request("GET", path or "/", headers=headers)
+    response = connection.getresponse()
+    body = response.read()
+    connection.close()
+    return response.status, body, response.headers
+
+
+def learner_with_token():
+    user = UserFactory()
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(user=user)}")
+    return user, client
+
+
+def running_machine(client: APIClient, lab) -> dict:
+    assert client.post(f"/api/v1/labs/{lab.pk}/vm/").status_code == 202
+
+    def running():
+        body = client.get(f"/api/v1/labs/{lab.pk}/vm/").json()
+        assert body.get("status") != "failed", body
+        return body if body.get("status") == "running" else None
+
+    return support.wait_for(running, timeout=60, what="machine running")
+
+
+def enter(port: int, url: str) -> str:
+    """Trades an entry link for the gateway's cookie; returns the Cookie header to send."""
+    status, body, headers = get(port, url)
+    assert status == 302, (status, body)
+    assert headers["Location"] == "/"
+    jar = SimpleCookie(headers["Set-Cookie"])
+    morsel = jar[gateway.COOKIE_NAME]
+    assert morsel["httponly"]
+    assert morsel["samesite"] == "Lax"
+    assert not morsel["domain"]
+    return f"{gateway.COOKIE_NAME}={morsel.value}"
+
+
+def test_the_owner_enters_their_machine_on_its_own_origin_and_nobody_else_does(gateway_port, worker):
+    # given a learner's running machine
+    _user, client = learner_with_token()
+    lab = support.machine_lab()
+    flag = lab.flags.get()
+    machine = running_machine(client, lab)
+    url = machine["connection"]["ports"][0]["url"]
+    origin = f"{urlsplit(url).scheme}://{urlsplit(url).netloc}"
+    # then the link leads to an origin of the machine's own, not the platform's
+    assert urlsplit(url).hostname.endswith(".localhost")
+    assert urlsplit(url).hostname != "localhost"
+    # when the owner opens it: a cookie for that origin, and the lab with their own flag
+    cookie = enter(gateway_port, url)
+    status, page, _ = get(gateway_port, f"{origin}/", cookie)
+    assert status == 200
+    assert b"<html" in page.lower()
+    status, own_flag, _ = get(gateway_port, f"{origin}/flag", cookie)
+    assert status == 200
+    submitted = client.post(
+        f"/api/v1/labs/{lab.pk}/flags/{flag.pk}/submit/", {"flag": own_flag.decode().strip()}, format="json"
+    )
+    assert submitted.json()["correct"] is True
+    # and the link works once only, and nothing passes without the cookie
+    assert get(gateway_port, url)[0] == 403
+    assert get(gateway_port, f"{origin}/flag")[0] == 403
+    # when a second learner brings their own machine's link to the first one's origin
+    _, other_client = learner_with_token()
+    other_url = running_machine(other_client, support.machine_lab())["connection"]["ports"][0]["url"]
+    other_entry = urlsplit(other_url)
+    assert get(gateway_port, f"{origin}{other_entry.path}?{other_entry.query}")[0] == 403
+    # or their own cookie
+    other_cookie = enter(gateway_port, other_url)
+    assert get(gateway_port, f"{origin}/flag", other_cookie)[0] == 403
+    # when the owner stops the machine, its origin is gone
+    assert client.delete(f"/api/v1/labs/{lab.pk}/vm/").status_code == 202
+    support.wait_for(
+        lambda: get(gateway_port, f"{origin}/flag", cookie)[0] in {404, 410}, timeout=30, what="origin gone"
+    )
+
+
+def test_revoking_the_credential_the_link_was_made_for_cuts_access_at_the_next_request(gateway_port, worker):
+    # given the owner inside their machine, entered with a link their API token asked for
+    _user, client = learner_with_token()
+    machine = running_machine(client, support.machine_lab())
+    url = machine["connection"]["ports"][0]["url"]
+    origin = f"{urlsplit(url).scheme}://{urlsplit(url).netloc}"
+    cookie = enter(gateway_port, url)
+    assert get(gateway_port, f"{origin}/", cookie)[0] == 200
+    # when they revoke their other sessions, which rotates that token
+    assert client.post("/api/v1/auth/sessions/revoke-others/").status_code == 200
+    # then the very next request through the gateway is refused
+    status, body, _ = get(gateway_port, f"{origin}/", cookie)
+    assert status == 403, body
+
+
+def test_an_address_that_names_no_machine_is_not_found_and_nothing_says_which_names_exist(gateway_port):
+    status, body, _ = get(gateway_port, f"http://www.localhost:{gateway_port}/")
+    assert status == 404
+    assert b"No machine" in body
+    # a well-formed name is refused alike whether a machine has it or not
+    assert get(gateway_port, f"http://{'0' * 24}.localhost:{gateway_port}/")[0] == 403
+
+
+def tunnel_lab():
+    return support.machine_lab(ports=[{"port": 8080, "protocol": "http"}, {"port": 7000, "protocol": "tcp"}])
+
+
+def tcp_entry(machine: dict) -> dict:
+    return next(port for port in machine["connection"]["ports"] if port["port"] == 7000)
+
+
+async def echo_through(url: str, gateway_port: int, **headers) -> bytes:
+    async with websockets.asyncio.client.connect(
+        url, host="127.0.0.1", port=gateway_port, additional_headers=headers, open_timeout=10
+    ) as ws:
+        await ws.send(b"ping through the gateway\n")
+        return await asyncio.wait_for(ws.recv(), 10)
+
+
+def test_a_tcp_port_is_reached_over_a_websocket_with_its_token_and_not_without(gateway_port, worker):
+    # given a machine with a TCP echo service on port 7000
+    _, client = learner_with_token()
+    tcp = tcp_entry(running_machine(client, tunnel_lab()))
+    assert tcp["url"].endswith("/_tcp/7000")
+    assert tcp["url"].startswith("ws://")
+    assert tcp["command"].startswith(f"python -m vms.tunnel {tcp['url']} 7000:7000 --token ")
+    # when a raw WebSocket client sends bytes with the port's bearer token, they come back
+    echoed = asyncio.run(echo_through(tcp["url"], gateway_port, Authorization=f"Bearer {tcp['token']}"))
+    assert echoed == b"ping through the gateway\n"
+    # and without it the gateway refuses the tunnel
+    with pytest.raises(websockets.exceptions.InvalidStatus) as refused:
+        asyncio.run(echo_through(tcp["url"], gateway_port))
+    assert refused.value.response.status_code == 403
+
+
+def test_the_shipped_client_opens_a_tcp_port_locally_and_a_stop_closes_it_within_a_second(
+    gateway_port, worker
+):
+    # given the learner's tunnel client listening locally for port 7000
+    _, client = learner_with_token()
+    lab = tunnel_lab()
+    tcp = tcp_entry(running_machine(client, lab))
+    local = free_port()
+
+    def stop() -> None:
+        try:
+            assert client.delete(f"/api/v1/labs/{lab.pk}/vm/").status_code == 202
+        finally:
+            connection.close()  # this thread's own database connection
+
+    async def scenario() -> tuple[bytes, bytes]:
+        server = await tunnel.serve(tcp["url"], local, tcp["token"], via=f"127.0.0.1:{gateway_port}")
+        async with server:
+            reader, writer = await asyncio.open_connection("127.0.0.1", local)
+            writer.write(b"hello lab\n")
+            first = await asyncio.wait_for(reader.readline(), 10)
+            # when the machine is stopped, the open tunnel ends within about a second
+            await asyncio.to_thread(stop)
+            rest = await asyncio.wait_for(reader.read(), 2.5)
+            writer.close()
+            return first, rest
+
+    first, rest = asyncio.run(scenario())
+    assert first == b"hello lab\n"
+    assert rest == b""
