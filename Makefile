@@ -26,6 +26,7 @@ services:
 
 docker-engine:
 	scripts/docker-engine.sh
+	scripts/lab-firewall.sh
 
 demo-image: docker-engine
 	scripts/demo-image.sh

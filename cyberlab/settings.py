@@ -485,6 +485,9 @@ VM_DOCKER_NETWORK_POOL = env_int("VM_DOCKER_NETWORK_POOL", 2)
 VM_PLATFORM_NAME = os.environ.get("VM_PLATFORM_NAME", "cyberlab")
 # Host address machine ports are published on (VM_HOST_ADDRESS is the compose stack's
 # name for it), and the name learners connect to.
+# Machines publish nothing on the lab host: learners come in through the gateway. 1 also
+# publishes every port on VM_PUBLISH_HOST, for a single-host classroom.
+VM_PUBLISH_PORTS = env_bool("VM_PUBLISH_PORTS", False)
 VM_PUBLISH_HOST = os.environ.get("VM_PUBLISH_HOST") or os.environ.get("VM_HOST_ADDRESS") or "127.0.0.1"
 VM_CONNECT_HOST = os.environ.get("VM_CONNECT_HOST", "") or VM_PUBLISH_HOST
 # The gateway (vms/gateway.py, vms/proxy.py, scripts/gateway.sh): each machine's HTTP ports

@@ -45,7 +45,7 @@ if [ "$(redis-cli -h "${REDIS_HOST:-127.0.0.1}" -p "${REDIS_PORT:-6379}" ping 2>
 fi
 
 if [ -z "${VM_PROVIDER:-}" ]; then
-  if scripts/docker-engine.sh >/dev/null 2>&1 && scripts/demo-image.sh >/dev/null; then
+  if scripts/docker-engine.sh >/dev/null 2>&1 && scripts/lab-firewall.sh && scripts/demo-image.sh >/dev/null; then
     export VM_PROVIDER=docker
     echo "Lab machines: Docker engine found, demo image ready"
   else

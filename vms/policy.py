@@ -170,19 +170,19 @@ def machine_spec(
 
 
 def connection_info(*, host: str, ports: dict[int, int], specs: tuple[PortSpec, ...], ssh_user: str) -> dict:
-    """Host, ports and a ready-made string per protocol, as the learner will use them."""
+    """Every port of the machine; for a port published on the lab host (`ports` maps it to
+    its host port), the host port and a ready-made string per protocol too."""
     entries = []
     for spec in specs:
+        entry: dict = {"port": spec.port, "protocol": spec.protocol}
         host_port = ports.get(spec.port)
-        if host_port is None:
-            continue
-        if spec.protocol == "http":
-            address = f"http://{host}:{host_port}/"
-        elif spec.protocol == "ssh":
-            address = f"ssh -p {host_port} {ssh_user}@{host}"
-        else:
-            address = f"nc {host} {host_port}"
-        entries.append(
-            {"port": spec.port, "host_port": host_port, "protocol": spec.protocol, "address": address}
-        )
-    return {"host": host, "ports": entries}
+        if host_port is not None:
+            if spec.protocol == "http":
+                address = f"http://{host}:{host_port}/"
+            elif spec.protocol == "ssh":
+                address = f"ssh -p {host_port} {ssh_user}@{host}"
+            else:
+                address = f"nc {host} {host_port}"
+            entry.update(host_port=host_port, address=address)
+        entries.append(entry)
+    return {"host": host, "ports": entries} if ports else {"ports": entries}

@@ -9,9 +9,14 @@ from vms import gateway
 
 class MachinePortSerializer(serializers.Serializer):
     port = serializers.IntegerField(help_text="The machine's port.")
-    host_port = serializers.IntegerField(help_text="Where it is published on the host.")
+    host_port = serializers.IntegerField(
+        required=False, help_text="Where it is published on the lab host (with VM_PUBLISH_PORTS=1)."
+    )
     protocol = serializers.ChoiceField(choices=["tcp", "http", "ssh"])
-    address = serializers.CharField(help_text="Ready to use: `nc host port`, a URL, or an ssh command.")
+    address = serializers.CharField(
+        required=False,
+        help_text="With VM_PUBLISH_PORTS=1: ready to use, `nc host port`, a URL, or an ssh command.",
+    )
     url = serializers.CharField(
         required=False,
         help_text="For the owner, through the gateway. HTTP ports: a single-use entry link to the "
@@ -29,7 +34,7 @@ class MachinePortSerializer(serializers.Serializer):
 
 
 class MachineConnectionSerializer(serializers.Serializer):
-    host = serializers.CharField()
+    host = serializers.CharField(required=False, help_text="The lab host (with VM_PUBLISH_PORTS=1).")
     ports = MachinePortSerializer(many=True)
 
 

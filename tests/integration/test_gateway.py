@@ -129,6 +129,12 @@ def test_the_owner_enters_their_machine_on_its_own_origin_and_nobody_else_does(g
     # then the link leads to an origin of the machine's own, not the platform's
     assert urlsplit(url).hostname.endswith(".localhost")
     assert urlsplit(url).hostname != "localhost"
+    # and the machine publishes nothing on the lab host: the gateway is the only way in
+    assert set(machine["connection"]) == {"ports"}
+    assert all(set(port) <= {"port", "protocol", "url"} for port in machine["connection"]["ports"])
+    (container,) = support.platform_containers(support.docker_client(), session=machine["session_id"])
+    assert not container.attrs["HostConfig"]["PortBindings"]
+    assert not any(container.attrs["NetworkSettings"]["Ports"].values())
     # when the owner opens it: a cookie for that origin, and the lab with their own flag
     cookie = enter(gateway_port, url)
     status, page, _ = get(gateway_port, f"{origin}/", cookie)

@@ -38,7 +38,11 @@ def _isolated_machines():
     require(client is not None, "no Docker engine answers")
     require(support.ensure_demo_image(client), "the demo image could not be built")
     support.remove_platform_objects(client)
-    with override_settings(VM_PLATFORM_NAME=support.TEST_PLATFORM, THROTTLE_RATES=NO_THROTTLE):
+    # These machines are reached on their published ports, as VM_PUBLISH_PORTS=1 serves a
+    # single-host classroom (tests/integration/test_gateway.py covers the default).
+    with override_settings(
+        VM_PLATFORM_NAME=support.TEST_PLATFORM, THROTTLE_RATES=NO_THROTTLE, VM_PUBLISH_PORTS=True
+    ):
         yield client
     support.remove_platform_objects(client)
     client.close()

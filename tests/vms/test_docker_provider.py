@@ -42,6 +42,36 @@ def fetch(port: int, path: str) -> str:
     return support.wait_for(attempt, timeout=15, what=f"GET {path} on port {port}")
 
 
+@pytest.fixture(autouse=True)
+def _published(settings):
+    """These machines are reached on their published ports (VM_PUBLISH_PORTS=1); the
+    default, nothing published, has a test of its own."""
+    settings.VM_PUBLISH_PORTS = True
+
+
+def test_by_default_nothing_is_published_and_the_machine_answers_on_its_own_network(demo_image, settings):
+    # given the default settings
+    settings.VM_PUBLISH_PORTS = False
+    provider = get_provider(name="docker")
+    # when a machine starts
+    instance = provider.start(spec())
+    # then no port of it is bound on the host, and it answers at its own address
+    container = demo_image.containers.get(instance.instance_id)
+    assert not container.attrs["HostConfig"]["PortBindings"]
+    assert instance.ports == {}
+    assert instance.address
+
+    def flag():
+        try:
+            with urllib.request.urlopen(f"http://{instance.address}:8080/flag", timeout=2) as response:
+                return response.read().decode()
+        except OSError:
+            return None
+
+    assert support.wait_for(flag, timeout=15, what="the flag").strip() == "CTF{provider-test}"
+    provider.stop(session_id=instance.session_id, instance_id=instance.instance_id)
+
+
 def test_start_runs_a_locked_down_container_on_its_own_network(demo_image):
     # given
     machine = spec()

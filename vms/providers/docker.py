@@ -44,6 +44,8 @@ NETWORK_OPTIONS = {
 # Connection-level failures: the engine is down or unreachable.
 UNREACHABLE = (requests.exceptions.ConnectionError, requests.exceptions.Timeout, ConnectionError)
 SUBNET_ATTEMPTS = 8
+# Linux allows 15 characters for an interface name: this prefix and 11 hex digits.
+BRIDGE_PREFIX = "clvm"
 
 
 class DockerProvider(Provider):
@@ -328,7 +330,12 @@ class DockerProvider(Provider):
                     api.create_network,
                     name,
                     driver="bridge",
-                    options=NETWORK_OPTIONS,
+                    # Named under one prefix, so one host firewall rule (scripts/lab-firewall.sh)
+                    # keeps every machine from opening connections to the lab host itself.
+                    options={
+                        **NETWORK_OPTIONS,
+                        "com.docker.network.bridge.name": f"{BRIDGE_PREFIX}{uuid.uuid4().hex[:11]}",
+                    },
                     ipam=ipam,
                     labels=labels,
                     check_duplicate=True,
@@ -347,10 +354,11 @@ class DockerProvider(Provider):
     ) -> Instance:
         # The low-level API: create, start and one inspect, as `docker run` does.
         api = self._client().api
-        publish = settings.VM_PUBLISH_HOST
+        publish = settings.VM_PUBLISH_HOST if settings.VM_PUBLISH_PORTS else ""
         host_config = api.create_host_config(
             network_mode=network,
-            port_bindings={port.port: (publish,) for port in spec.ports},
+            # Published on the lab host only when asked to; the gateway needs none.
+            port_bindings={port.port: (publish,) for port in spec.ports} if publish else None,
             mem_limit=f"{spec.memory_mb}m",
             memswap_limit=f"{spec.memory_mb}m",
             nano_cpus=int(spec.cpus * 1_000_000_000),
@@ -397,7 +405,7 @@ class DockerProvider(Provider):
             )
         bindings = (attrs.get("NetworkSettings") or {}).get("Ports") or {}
         ports: dict[int, int] = {}
-        for port in spec.ports:
+        for port in spec.ports if publish else ():
             published = bindings.get(f"{port.port}/tcp") or []
             if not published:
                 raise ProviderError(f"Port {port.port} of the machine was not published.")
