@@ -9,9 +9,10 @@ platform and its scripts cannot read the platform's cookies or API answers.
 VM_GATEWAY_ENTRY_TTL seconds and once. The gateway (`vms.proxy`) trades it for a cookie
 on that origin alone, which names the machine session, the user and the credential the
 link was made for (a session record or the API token, by digest). Every request through
-the gateway checks that the machine still runs for that user and that the credential is
-still live, through the credential cache: stopping, expiry, a revoke or a deactivated
-account cut access at the next request.
+the gateway checks that the machine still runs for that user, unexpired, and that the
+credential is still live. Both answers are kept by the credential cache, which Postgres
+invalidates (the machine's row notifies like a credential does, vms migration 0005):
+stopping, expiry, a revoke or a deactivated account cut access at the next request.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.core import signing
 from django.http import HttpRequest
+from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from cyberlab import redis_client
@@ -164,15 +166,19 @@ def _admit(*, host: str, ticket: dict, tcp_port: int | None = None) -> Target:
     if parsed is None:
         raise Refused(404, "No machine is served at this address.")
     name, port_in_host = parsed
-    row = (
-        VMSession.objects.filter(gateway_name=name)
-        .values_list("id", "user_id", "status", "connection")
-        .first()
+    row = credentials.cache.get(
+        ("gateway-machine", name),
+        lambda: (
+            VMSession.objects.filter(gateway_name=name)
+            .values_list("id", "user_id", "status", "connection", "expires_at")
+            .first()
+        ),
+        user_id=lambda found: found[1],
     )
     if row is None:
         raise Refused(404, "No machine is served at this address.")
-    session_id, user_id, status, connection = row
-    if status != VMStatus.RUNNING:
+    session_id, user_id, status, connection, expires_at = row
+    if status != VMStatus.RUNNING or expires_at <= timezone.now():
         raise Refused(410, "This machine has stopped.")
     entries = connection.get("ports", [])
     http_ports = [entry["port"] for entry in entries if entry.get("protocol") == "http"]
@@ -209,6 +215,5 @@ def _credential_live(*, user_id: int, credential: str) -> bool:
             alive = False
         return user_id if alive else None
 
-    return (
-        credentials.cache.get(("gateway", user_id, credential), load, user_id=lambda found: found) is not None
-    )
+    key = ("gateway", user_id, credential)
+    return credentials.cache.get(key, load, user_id=lambda found: found) is not None

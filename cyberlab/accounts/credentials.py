@@ -16,6 +16,8 @@ it every CREDENTIAL_CACHE_PING seconds, and without a reply for CREDENTIAL_CACHE
 stalled connection, Postgres away), while a ping is in flight, or once the connection is
 lost, requests ask Postgres until the channel is back. Entries also end after
 CREDENTIAL_CACHE_TTL, for changes no trigger sees (a TRUNCATE). Off on SQLite (no LISTEN).
+The gateway keeps its access decisions here too (vms/gateway.py): a machine session's row
+notifies the same way.
 """
 
 from __future__ import annotations

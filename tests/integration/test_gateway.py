@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import sys
+from datetime import timedelta
 from http.cookies import SimpleCookie
 from urllib.parse import urlsplit
 
@@ -15,6 +16,7 @@ import websockets.asyncio.client
 from django.conf import settings
 from django.db import connection
 from django.test import override_settings
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from cyberlab.accounts.services import token_for
@@ -23,6 +25,7 @@ from tests.factories import UserFactory
 from tests.integration.served import ROOT, process, stack_env
 from tests.vms import support
 from vms import gateway, tunnel
+from vms.models import VMSession
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -118,6 +121,17 @@ def enter(port: int, url: str) -> str:
     return f"{gateway.COOKIE_NAME}={morsel.value}"
 
 
+def inside_machine(gateway_port: int):
+    """A learner inside their running machine: (API client, machine, origin, cookie)."""
+    _, client = learner_with_token()
+    machine = running_machine(client, support.machine_lab())
+    url = machine["connection"]["ports"][0]["url"]
+    origin = f"{urlsplit(url).scheme}://{urlsplit(url).netloc}"
+    cookie = enter(gateway_port, url)
+    assert get(gateway_port, f"{origin}/", cookie)[0] == 200
+    return client, machine, origin, cookie
+
+
 def test_the_owner_enters_their_machine_on_its_own_origin_and_nobody_else_does(gateway_port, worker):
     # given a learner's running machine
     _user, client = learner_with_token()
@@ -166,12 +180,7 @@ def test_the_owner_enters_their_machine_on_its_own_origin_and_nobody_else_does(g
 
 def test_revoking_the_credential_the_link_was_made_for_cuts_access_at_the_next_request(gateway_port, worker):
     # given the owner inside their machine, entered with a link their API token asked for
-    _user, client = learner_with_token()
-    machine = running_machine(client, support.machine_lab())
-    url = machine["connection"]["ports"][0]["url"]
-    origin = f"{urlsplit(url).scheme}://{urlsplit(url).netloc}"
-    cookie = enter(gateway_port, url)
-    assert get(gateway_port, f"{origin}/", cookie)[0] == 200
+    client, _machine, origin, cookie = inside_machine(gateway_port)
     # when they revoke their other sessions, which rotates that token
     assert client.post("/api/v1/auth/sessions/revoke-others/").status_code == 200
     # then the very next request through the gateway is refused
@@ -249,3 +258,14 @@ def test_the_shipped_client_opens_a_tcp_port_locally_and_a_stop_closes_it_within
     first, rest = asyncio.run(scenario())
     assert first == b"hello lab\n"
     assert rest == b""
+
+
+def test_a_machine_past_its_expiry_is_closed_at_the_next_request(gateway_port, worker):
+    # given the owner inside their machine
+    _client, machine, origin, cookie = inside_machine(gateway_port)
+    # when its lifetime runs out (before any sweeper got to it)
+    VMSession.objects.filter(pk=machine["session_id"]).update(
+        expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    # then the gateway no longer lets anyone in
+    assert get(gateway_port, f"{origin}/", cookie)[0] == 410
