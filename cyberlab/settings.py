@@ -543,6 +543,12 @@ VM_CLAIM_GRACE = env_int("VM_CLAIM_GRACE", 60)
 # more, the final warning, this long before.
 VM_EXPIRY_WARNING = env_int("VM_EXPIRY_WARNING", 10 * 60)
 VM_EXPIRY_FINAL_WARNING = env_int("VM_EXPIRY_FINAL_WARNING", 2 * 60)
+# Idle reaping (vms/activity.py): a machine without gateway traffic for VM_IDLE_TIMEOUT
+# seconds (0: never) is warned, and stopped VM_IDLE_GRACE later if still idle. The gateway
+# writes a machine's activity at most once per VM_ACTIVITY_RESOLUTION seconds.
+VM_IDLE_TIMEOUT = env_int("VM_IDLE_TIMEOUT", 30 * 60)
+VM_IDLE_GRACE = env_int("VM_IDLE_GRACE", 5 * 60)
+VM_ACTIVITY_RESOLUTION = env_int("VM_ACTIVITY_RESOLUTION", 10)
 # Sessions the sweeper handles per pass; the next pass takes the rest.
 VM_SWEEP_BATCH = env_int("VM_SWEEP_BATCH", 500)
 # Warnings and teardowns land within this of their time; a sweep costs a few

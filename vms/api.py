@@ -13,7 +13,7 @@ from rest_framework.views import APIView
 
 from cyberlab.api import Pagination, error_responses
 from cyberlab.throttling import refused_only_by
-from vms import selectors, services
+from vms import activity, selectors, services
 from vms.errors import MachineNotFound
 from vms.models import StopReason
 from vms.serializers import MachineStateSerializer, StaffMachineStateSerializer
@@ -162,7 +162,10 @@ class AdminMachinesApi(APIView):
         page = paginator.paginate_fetched(
             lambda limit, offset: selectors.vm_live_machines(limit=limit, offset=offset), request
         )
-        return paginator.get_paginated_response(StaffMachineStateSerializer(page, many=True).data)
+        seen = activity.last_seen(machines=[(machine.user_id, machine.lab_id) for machine in page])
+        return paginator.get_paginated_response(
+            StaffMachineStateSerializer(page, many=True, context={"last_activity": seen}).data
+        )
 
 
 class AdminMachineApi(APIView):

@@ -33,6 +33,7 @@ from cyberlab import redis_client
 from cyberlab.accounts import credentials
 from cyberlab.accounts.models import User, UserSession
 from cyberlab.accounts.selectors import session_key_digest
+from vms import activity
 from vms.models import VMSession, VMStatus
 
 ENTRY_PATH = "/_cyberlab/enter"
@@ -58,6 +59,7 @@ class Target:
     host: str
     port: int
     origin: str
+    lab_id: int
 
 
 def new_name() -> str:
@@ -147,9 +149,10 @@ def redeem(*, host: str, token: str) -> str:
     return signing.dumps(pass_, salt=_COOKIE_SALT, compress=True)
 
 
-def admit(*, host: str, cookie: str | None, tcp_port: int | None = None) -> Target:
+def admit(*, host: str, cookie: str | None, tcp_port: int | None = None, active: bool = True) -> Target:
     """Where a request with this gateway cookie (or a TCP port's bearer token) goes, or
-    why it may not. `tcp_port`: a tunnel to that port of the machine."""
+    why it may not. `tcp_port`: a tunnel to that port of the machine. `active`: traffic
+    to record for idle reaping (`vms.activity`)."""
     if parse_host(host) is None:
         raise Refused(404, "No machine is served at this address.")
     if not cookie:
@@ -158,7 +161,10 @@ def admit(*, host: str, cookie: str | None, tcp_port: int | None = None) -> Targ
         ticket = signing.loads(cookie, salt=_COOKIE_SALT)
     except signing.BadSignature as error:
         raise Refused(403, "Open this machine from the platform: only its owner can enter.") from error
-    return _admit(host=host, ticket=ticket, tcp_port=tcp_port)
+    target = _admit(host=host, ticket=ticket, tcp_port=tcp_port)
+    if active:
+        activity.touch(user_id=ticket["u"], lab_id=target.lab_id)
+    return target
 
 
 def _admit(*, host: str, ticket: dict, tcp_port: int | None = None) -> Target:
@@ -170,14 +176,14 @@ def _admit(*, host: str, ticket: dict, tcp_port: int | None = None) -> Target:
         ("gateway-machine", name),
         lambda: (
             VMSession.objects.filter(gateway_name=name)
-            .values_list("id", "user_id", "status", "connection", "expires_at")
+            .values_list("id", "user_id", "lab_id", "status", "connection", "expires_at")
             .first()
         ),
         user_id=lambda found: found[1],
     )
     if row is None:
         raise Refused(404, "No machine is served at this address.")
-    session_id, user_id, status, connection, expires_at = row
+    session_id, user_id, lab_id, status, connection, expires_at = row
     if status != VMStatus.RUNNING or expires_at <= timezone.now():
         raise Refused(410, "This machine has stopped.")
     entries = connection.get("ports", [])
@@ -196,7 +202,9 @@ def _admit(*, host: str, ticket: dict, tcp_port: int | None = None) -> Target:
         raise Refused(404, "No machine is served at this address.")
     if not _credential_live(user_id=user_id, credential=ticket.get("c", "")):
         raise Refused(403, "You are signed out: sign in on the platform and open the machine again.")
-    return Target(host=connection["upstream"], port=port, origin=origin(name=name, port=port_in_host))
+    return Target(
+        host=connection["upstream"], port=port, origin=origin(name=name, port=port_in_host), lab_id=lab_id
+    )
 
 
 def _credential_live(*, user_id: int, credential: str) -> bool:

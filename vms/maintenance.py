@@ -21,7 +21,7 @@ from django.utils.dateparse import parse_datetime
 
 from cyberlab import redis_client
 from cyberlab.events import services as events
-from vms import state
+from vms import activity, state
 from vms.ledger import announce, change_session, close_session, publish_session
 from vms.models import ACTIVE_STATUSES, OPEN_STATUSES, StopReason, VMSession, VMStatus
 from vms.providers import ProviderDisabled, ProviderError, get_provider
@@ -37,6 +37,7 @@ class SweepReport:
     stuck_starting: list[str] = field(default_factory=list)
     stuck_stopping: list[str] = field(default_factory=list)
     warned: list[str] = field(default_factory=list)
+    idle: list[str] = field(default_factory=list)
     forgotten: int = 0
     skipped: bool = False
 
@@ -118,10 +119,20 @@ def _sweep(
     report.stuck_stopping = _retry_stuck_stops(scope=scope, before=stopping_before, dry_run=dry_run, now=now)
 
     report.warned = _warn(scope=scope, now=now, dry_run=dry_run)
-    if any((report.expired, report.stopped, report.stuck_starting, report.stuck_stopping, report.forgotten)):
+    if user_id is None and lab_id is None:
+        idle_warned, report.idle = activity.reap(
+            now=now,
+            dry_run=dry_run,
+            stop=lambda ids: _stop(ids=ids, reason=StopReason.IDLE, dry_run=dry_run, now=now, due_only=False),
+        )
+        report.warned += [session_id for session_id in idle_warned if session_id not in report.warned]
+    done = (report.expired, report.idle, report.stopped, report.stuck_starting, report.stuck_stopping)
+    if any(done) or report.forgotten:
         logger.info(
-            "Sweep: %d expired, %d stopped, %d stuck starting, %d stuck stopping, %d stale index entries%s",
+            "Sweep: %d expired, %d idle, %d stopped, %d stuck starting, %d stuck stopping, "
+            "%d stale index entries%s",
             len(report.expired),
+            len(report.idle),
             len(report.stopped),
             len(report.stuck_starting),
             len(report.stuck_stopping),

@@ -35,6 +35,7 @@ class StopReason(models.TextChoices):
     FAILED = "failed", "Failed"
     ORPHAN = "orphan", "Orphan removed"
     RESET = "reset", "Reset"
+    IDLE = "idle", "Idle"
 
 
 class VMSession(models.Model):

@@ -164,18 +164,21 @@ async def websocket(scope, receive, send) -> None:
         accept["subprotocol"] = upstream.subprotocol
     await send(accept)
 
+    traffic = [False]  # bytes went through since the last check (idle reaping)
+
     async def recheck() -> None:
         while True:
             await asyncio.sleep(settings.VM_GATEWAY_RECHECK)
             try:
-                await admit(host=host, cookie=passes, tcp_port=tcp_port)
+                await admit(host=host, cookie=passes, tcp_port=tcp_port, active=traffic[0])
             except gateway.Refused:
                 return
+            traffic[0] = False
 
     if upstream is None:
-        pumps = [_client_to_tcp(receive, writer), _tcp_to_client(reader, send)]
+        pumps = [_client_to_tcp(receive, writer, traffic), _tcp_to_client(reader, send, traffic)]
     else:
-        pumps = [_client_to_lab(receive, upstream), _lab_to_client(upstream, send)]
+        pumps = [_client_to_lab(receive, upstream, traffic), _lab_to_client(upstream, send, traffic)]
     tasks = [asyncio.ensure_future(pump) for pump in (*pumps, recheck())]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -228,31 +231,35 @@ async def _lab_websocket(scope, target: gateway.Target):
     )
 
 
-async def _client_to_tcp(receive, writer) -> None:
+async def _client_to_tcp(receive, writer, traffic: list[bool]) -> None:
     while True:
         message = await receive()
         if message["type"] == "websocket.disconnect":
             return
+        traffic[0] = True
         data = message.get("bytes") or (message.get("text") or "").encode()
         writer.write(data)
         await writer.drain()
 
 
-async def _tcp_to_client(reader, send) -> None:
+async def _tcp_to_client(reader, send, traffic: list[bool]) -> None:
     while data := await reader.read(65536):
+        traffic[0] = True
         await send({"type": "websocket.send", "bytes": data})
 
 
-async def _client_to_lab(receive, upstream) -> None:
+async def _client_to_lab(receive, upstream, traffic: list[bool]) -> None:
     while True:
         message = await receive()
         if message["type"] == "websocket.disconnect":
             return
+        traffic[0] = True
         await upstream.send(message["bytes"] if message.get("bytes") is not None else message.get("text", ""))
 
 
-async def _lab_to_client(upstream, send) -> None:
+async def _lab_to_client(upstream, send, traffic: list[bool]) -> None:
     async for message in upstream:
+        traffic[0] = True
         key = "bytes" if isinstance(message, bytes) else "text"
         await send({"type": "websocket.send", key: message})
 

@@ -2,6 +2,7 @@
 
 Given the request in its context (the owner's own views), HTTP ports carry entry links."""
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from vms import gateway
@@ -70,3 +71,11 @@ class StaffMachineStateSerializer(MachineStateSerializer):
     user_id = serializers.IntegerField()
     provider = serializers.CharField()
     instance_id = serializers.CharField()
+    last_activity_at = serializers.SerializerMethodField(
+        help_text="When the gateway last carried traffic for it (or it started); null when unknown."
+    )
+
+    @extend_schema_field(serializers.DateTimeField(allow_null=True))
+    def get_last_activity_at(self, instance):
+        seen = self.context.get("last_activity", {}).get((instance.user_id, instance.lab_id))
+        return serializers.DateTimeField().to_representation(seen) if seen is not None else None

@@ -28,7 +28,7 @@ from cyberlab.celery import app as celery_app
 from cyberlab.queue import BrokerUnavailable, enqueue
 from labs.models import Lab, MachineTemplate
 from labs.services import lab_machine_flags
-from vms import gateway, state
+from vms import activity, gateway, state
 from vms.errors import (
     EngineUnavailable,
     ExtendRefused,
@@ -257,6 +257,7 @@ def vm_provision(*, session_id: str) -> None:
         provider.stop(session_id=session_id, instance_id=instance.instance_id)
         return
     publish_session(session=row)
+    activity.touch(user_id=row.user_id, lab_id=row.lab_id, force=True)  # idle from now on
     logger.info("Machine %s running (%s)", session_id, instance.instance_id[:12])
     try:
         provider.prepare()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import sys
+import time
 from datetime import timedelta
 from http.cookies import SimpleCookie
 from urllib.parse import urlsplit
@@ -24,7 +25,7 @@ from tests.conftest import free_port, require
 from tests.factories import UserFactory
 from tests.integration.served import ROOT, process, stack_env
 from tests.vms import support
-from vms import gateway, tunnel
+from vms import activity, gateway, maintenance, tunnel
 from vms.models import VMSession
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -49,6 +50,7 @@ def gateway_port(tmp_path):
         PYTHON=sys.executable,
         GATEWAY_ACCESS_LOG="/dev/null",
         VM_GATEWAY_URL=pattern,
+        VM_ACTIVITY_RESOLUTION="0",  # every request recorded, so a test sees the gateway's own
     )
     settings_for_test = override_settings(
         VM_PLATFORM_NAME=support.TEST_PLATFORM, THROTTLE_RATES=NO_THROTTLE, VM_GATEWAY_URL=pattern
@@ -268,4 +270,22 @@ def test_a_machine_past_its_expiry_is_closed_at_the_next_request(gateway_port, w
         expires_at=timezone.now() - timedelta(seconds=1)
     )
     # then the gateway no longer lets anyone in
+    assert get(gateway_port, f"{origin}/", cookie)[0] == 410
+
+
+def test_an_idle_machine_is_reaped_and_its_origin_closes(gateway_port, worker, redis, settings):
+    # given the owner inside their machine: the gateway recorded the visit
+    settings.VM_IDLE_TIMEOUT, settings.VM_IDLE_GRACE = 600, 60
+    _client, machine, origin, cookie = inside_machine(gateway_port)
+    session = VMSession.objects.get(pk=machine["session_id"])
+    member = f"{session.user_id}:{session.lab_id}"
+    redis.zrem(activity.KEY, member)
+    assert get(gateway_port, f"{origin}/", cookie)[0] == 200
+    assert abs(redis.zscore(activity.KEY, member) - time.time()) < 30
+    # when nobody uses it past the idle timeout and the grace, as the sweeper sees it
+    idle_since = timezone.now() + timedelta(seconds=600 + 1)
+    assert maintenance.vm_sweep(now=idle_since).warned == [str(session.pk)]
+    reaped = maintenance.vm_sweep(now=idle_since + timedelta(seconds=61))
+    # then it is stopped for idleness, and its origin refuses the owner at once
+    assert reaped.idle == [str(session.pk)]
     assert get(gateway_port, f"{origin}/", cookie)[0] == 410

@@ -477,3 +477,16 @@ def test_my_machines_read_from_redis_make_no_query_and_one_round_trip_besides_th
     # then
     assert [item["session_id"] for item in response.json()["results"]] == [session]
     assert len(sent) == 2
+
+
+def test_staff_see_when_each_machine_was_last_used(fake_provider, staff_client):
+    # given a running machine (its start counts as use) and one still starting
+    running_id = services.vm_start(user=UserFactory(), lab=machine_lab()).state.session_id
+    services.vm_provision(session_id=running_id)
+    services.vm_start(user=UserFactory(), lab=machine_lab())
+    # when
+    results = staff_client.get("/api/v1/admin/vms/").json()["results"]
+    # then
+    seen = {item["session_id"]: item["last_activity_at"] for item in results}
+    assert seen.pop(running_id) is not None
+    assert list(seen.values()) == [None]

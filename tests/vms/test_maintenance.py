@@ -36,7 +36,9 @@ def expire(session: VMSession, *, ago: int = 5) -> None:
 
 def teardown_all(report) -> None:
     """Runs the teardowns the sweep queued, as the worker would."""
-    for session_id in report.expired + report.stopped + report.stuck_starting + report.stuck_stopping:
+    for session_id in (
+        report.expired + report.idle + report.stopped + report.stuck_starting + report.stuck_stopping
+    ):
         services.vm_teardown(session_id=session_id)
 
 
