@@ -500,6 +500,10 @@ VM_GATEWAY_CONNECT_TIMEOUT = env_float("VM_GATEWAY_CONNECT_TIMEOUT", 5.0)
 VM_GATEWAY_READ_TIMEOUT = env_float("VM_GATEWAY_READ_TIMEOUT", 300.0)
 # Seconds between the access checks of an open WebSocket or tunnel (stop, revoke: closed).
 VM_GATEWAY_RECHECK = env_float("VM_GATEWAY_RECHECK", 1.0)
+# Connections open at once to one machine (per gateway process), and seconds a WebSocket
+# or tunnel may stay silent before it is closed (0: never).
+VM_GATEWAY_MAX_CONNECTIONS = env_int("VM_GATEWAY_MAX_CONNECTIONS", 32)
+VM_GATEWAY_IDLE_CLOSE = env_float("VM_GATEWAY_IDLE_CLOSE", 600.0)
 # Machines are deliberately vulnerable: only these images (fnmatch patterns) and these
 # capabilities may start, whatever a content author typed in a template.
 VM_ALLOWED_IMAGES = env_list("VM_ALLOWED_IMAGES", "cyberlab/*")

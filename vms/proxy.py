@@ -97,7 +97,11 @@ class Gateway:
         except gateway.Refused as refusal:
             await _text(send, refusal.status, refusal.message)
             return
-        await self.forward(scope, receive, send, target)
+        try:
+            with _slot(target):
+                await self.forward(scope, receive, send, target)
+        except gateway.Refused as refusal:
+            await _text(send, refusal.status, refusal.message)
 
     async def forward(self, scope, receive, send, target: gateway.Target) -> None:
         if self.client is None:  # a server without lifespan events
@@ -146,6 +150,18 @@ async def websocket(scope, receive, send) -> None:
     passes = _bearer(scope) or _cookie(headers, gateway.COOKIE_NAME)
     try:
         target = await admit(host=host, cookie=passes, tcp_port=tcp_port)
+    except gateway.Refused:
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    try:
+        with _slot(target):
+            await _websocket(scope, receive, send, host=host, passes=passes, tcp_port=tcp_port, target=target)
+    except gateway.Refused:  # the machine's connections are all taken
+        await send({"type": "websocket.close", "code": 1013})
+
+
+async def _websocket(scope, receive, send, *, host, passes, tcp_port, target) -> None:
+    try:
         if tcp_port is not None:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(target.host, target.port), settings.VM_GATEWAY_CONNECT_TIMEOUT
@@ -153,9 +169,6 @@ async def websocket(scope, receive, send) -> None:
             upstream = None
         else:
             upstream = await _lab_websocket(scope, target)
-    except gateway.Refused:
-        await send({"type": "websocket.close", "code": 1008})
-        return
     except (OSError, TimeoutError, websockets.exceptions.WebSocketException):
         await send({"type": "websocket.close", "code": 1011})
         return
@@ -167,12 +180,16 @@ async def websocket(scope, receive, send) -> None:
     traffic = [False]  # bytes went through since the last check (idle reaping)
 
     async def recheck() -> None:
+        quiet = 0.0
         while True:
             await asyncio.sleep(settings.VM_GATEWAY_RECHECK)
             try:
                 await admit(host=host, cookie=passes, tcp_port=tcp_port, active=traffic[0])
             except gateway.Refused:
                 return
+            quiet = 0.0 if traffic[0] else quiet + settings.VM_GATEWAY_RECHECK
+            if settings.VM_GATEWAY_IDLE_CLOSE and quiet >= settings.VM_GATEWAY_IDLE_CLOSE:
+                return  # nothing went through for that long: closed
             traffic[0] = False
 
     if upstream is None:
@@ -191,6 +208,23 @@ async def websocket(scope, receive, send) -> None:
             await upstream.close()
         with contextlib.suppress(Exception):
             await send({"type": "websocket.close", "code": 1000})
+
+
+_open: dict[str, int] = {}  # machine address -> connections open through this process
+
+
+@contextlib.contextmanager
+def _slot(target: gateway.Target):
+    """One of the machine's VM_GATEWAY_MAX_CONNECTIONS (counted per gateway process)."""
+    if _open.get(target.host, 0) >= settings.VM_GATEWAY_MAX_CONNECTIONS:
+        raise gateway.Refused(503, "Too many connections to this machine are open; close some and retry.")
+    _open[target.host] = _open.get(target.host, 0) + 1
+    try:
+        yield
+    finally:
+        _open[target.host] -= 1
+        if not _open[target.host]:
+            del _open[target.host]
 
 
 def _is_tunnel(path: str) -> bool:

@@ -51,6 +51,9 @@ def gateway_port(tmp_path):
         GATEWAY_ACCESS_LOG="/dev/null",
         VM_GATEWAY_URL=pattern,
         VM_ACTIVITY_RESOLUTION="0",  # every request recorded, so a test sees the gateway's own
+        # Small enough for a test to reach: connections per machine, seconds of silence.
+        VM_GATEWAY_MAX_CONNECTIONS="3",
+        VM_GATEWAY_IDLE_CLOSE="3",
     )
     settings_for_test = override_settings(
         VM_PLATFORM_NAME=support.TEST_PLATFORM, THROTTLE_RATES=NO_THROTTLE, VM_GATEWAY_URL=pattern
@@ -289,3 +292,33 @@ def test_an_idle_machine_is_reaped_and_its_origin_closes(gateway_port, worker, r
     # then it is stopped for idleness, and its origin refuses the owner at once
     assert reaped.idle == [str(session.pk)]
     assert get(gateway_port, f"{origin}/", cookie)[0] == 410
+
+
+def test_a_machine_takes_only_so_many_connections_and_a_silent_tunnel_is_closed(gateway_port, worker):
+    # given a machine whose gateway allows it 3 connections, silent ones closed after 3 s
+    _, client = learner_with_token()
+    tcp = tcp_entry(running_machine(client, tunnel_lab()))
+    bearer = {"Authorization": f"Bearer {tcp['token']}"}
+
+    def open_tunnel():
+        return websockets.asyncio.client.connect(
+            tcp["url"], host="127.0.0.1", port=gateway_port, additional_headers=bearer, open_timeout=10
+        )
+
+    async def scenario() -> None:
+        held = [await open_tunnel() for _ in range(3)]
+        # when a fourth is opened, it is refused; once one closes, there is room again
+        with pytest.raises(websockets.exceptions.InvalidStatus):
+            await open_tunnel()
+        await held.pop().close()
+        await asyncio.sleep(0.2)
+        held.append(await open_tunnel())
+        # and a tunnel that carries nothing is closed after the silence allowed
+        started = time.monotonic()
+        with pytest.raises(websockets.exceptions.ConnectionClosed):
+            await asyncio.wait_for(held[0].recv(), 10)
+        assert time.monotonic() - started < 6
+        for ws in held:
+            await ws.close()
+
+    asyncio.run(scenario())
