@@ -1,18 +1,11 @@
 #!/usr/bin/env bash
 # The gateway to lab machines (vms/proxy.py): each machine's HTTP ports at an origin of
 # their own (VM_GATEWAY_URL), entered by the machine's owner only. GATEWAY_BIND
-# (127.0.0.1:8001) and GATEWAY_CONCURRENCY (1) come from the environment; the rest of
-# the configuration is the web server's (the README's table).
+# (127.0.0.1:8001), GATEWAY_CONCURRENCY (1) and GATEWAY_ACCESS_LOG come from the
+# environment; it is served as scripts/serve.sh serves the web, with the same settings.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-if [ -z "${PYTHON:-}" ]; then
-  if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
-fi
-exec "$PYTHON" -m gunicorn vms.proxy:application \
-  --worker-class uvicorn_worker.UvicornWorker \
-  --workers "${GATEWAY_CONCURRENCY:-1}" \
-  --bind "${GATEWAY_BIND:-127.0.0.1:8001}" \
-  --graceful-timeout "${WEB_GRACEFUL_TIMEOUT:-10}" \
-  --keep-alive 5 \
-  --access-logfile "${GATEWAY_ACCESS_LOG:--}" \
-  "$@"
+export SERVE_APP=vms.proxy:application
+export BIND="${GATEWAY_BIND:-127.0.0.1:8001}"
+export WEB_CONCURRENCY="${GATEWAY_CONCURRENCY:-1}"
+export WEB_ACCESS_LOG="${GATEWAY_ACCESS_LOG:--}"
+exec "$(dirname "$0")/serve.sh" "$@"

@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 if [ -z "${PYTHON:-}" ]; then
   if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
-exec "$PYTHON" -m gunicorn cyberlab.asgi:application \
+# SERVE_APP: another ASGI application served the same way (scripts/gateway.sh sets it).
+exec "$PYTHON" -m gunicorn "${SERVE_APP:-cyberlab.asgi:application}" \
   --worker-class uvicorn_worker.UvicornWorker \
   --workers "${WEB_CONCURRENCY:-2}" \
   --bind "${BIND:-127.0.0.1:8000}" \

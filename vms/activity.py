@@ -11,12 +11,15 @@ Redis down: nothing is reaped for idleness (the lifetime still ends every machin
 
 from __future__ import annotations
 
+import functools
 import logging
+import operator
 import threading
 import time
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
+from django.db.models import Q
 
 from cyberlab import redis_client
 from cyberlab.events import services as events
@@ -83,14 +86,17 @@ def reap(*, now: datetime, dry_run: bool, stop) -> tuple[list[str], list[str]]:
         return [(m, score) for m, (_, score) in zip(members, idle, strict=True)], warned
 
     idle, warned_at = redis_client.fallback(read, ([], []))
-    warned, stopped, forget = [], [], []
-    for (member, last), warned_score in zip(idle, warned_at, strict=True):
-        user_id, lab_id = state.parse_expiry_member(member)
-        row = (
-            VMSession.objects.filter(user_id=user_id, lab_id=lab_id, status=VMStatus.RUNNING)
-            .only("pk", "user_id", "lab_id", "expires_at")
-            .first()
+    machines = [state.parse_expiry_member(member) for member, _ in idle]
+    running = {}
+    if machines:
+        wanted = functools.reduce(operator.or_, (Q(user_id=u, lab_id=lab) for u, lab in machines))
+        rows = VMSession.objects.filter(wanted, status=VMStatus.RUNNING).only(
+            "pk", "user_id", "lab_id", "expires_at"
         )
+        running = {(row.user_id, row.lab_id): row for row in rows}
+    warned, stopped, forget = [], [], []
+    for (member, last), machine, warned_score in zip(idle, machines, warned_at, strict=True):
+        row = running.get(machine)
         if row is None:
             forget.append(member)  # no running machine: nothing to reap
         elif warned_score is None or warned_score < last:

@@ -31,7 +31,7 @@ from rest_framework.authtoken.models import Token
 
 from cyberlab import redis_client
 from cyberlab.accounts import credentials
-from cyberlab.accounts.models import User, UserSession
+from cyberlab.accounts.models import UserSession
 from cyberlab.accounts.selectors import session_key_digest
 from vms import activity
 from vms.models import VMSession, VMStatus
@@ -209,15 +209,13 @@ def _admit(*, host: str, ticket: dict, tcp_port: int | None = None) -> Target:
 
 def _credential_live(*, user_id: int, credential: str) -> bool:
     def load() -> int | None:
-        if not User.objects.filter(pk=user_id, is_active=True).exists():
-            return None
         kind, _, digest = credential.partition(":")
         if kind == "s":
             alive = UserSession.objects.filter(
-                key_hash=digest, user_id=user_id, ended_at__isnull=True
+                key_hash=digest, user_id=user_id, ended_at__isnull=True, user__is_active=True
             ).exists()
         elif kind == "t":
-            keys = Token.objects.filter(user_id=user_id).values_list("key", flat=True)
+            keys = Token.objects.filter(user_id=user_id, user__is_active=True).values_list("key", flat=True)
             alive = any(hashlib.sha256(key.encode()).hexdigest() == digest for key in keys)
         else:
             alive = False

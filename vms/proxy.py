@@ -23,10 +23,9 @@ django.setup()
 import httpx  # noqa: E402
 import websockets  # noqa: E402
 import websockets.asyncio.client  # noqa: E402
-from asgiref.sync import sync_to_async  # noqa: E402
 from django.conf import settings  # noqa: E402
-from django.db import close_old_connections  # noqa: E402
 
+from cyberlab.threads import in_django  # noqa: E402
 from vms import gateway  # noqa: E402
 
 # Headers that belong to one hop, not to the request or the response (RFC 9110 7.6.1).
@@ -43,21 +42,8 @@ HOP_BY_HOP = {
 }
 
 
-def _in_django(func):
-    """`func` run in a worker thread, with Django's stale connections closed around it."""
-
-    def call(*args, **kwargs):
-        close_old_connections()
-        try:
-            return func(*args, **kwargs)
-        finally:
-            close_old_connections()
-
-    return sync_to_async(call, thread_sensitive=False)
-
-
-redeem = _in_django(gateway.redeem)
-admit = _in_django(gateway.admit)
+redeem = in_django(gateway.redeem)
+admit = in_django(gateway.admit)
 
 
 class Gateway:
@@ -107,9 +93,7 @@ class Gateway:
         if self.client is None:  # a server without lifespan events
             self.client = _client()
         upstream = f"http://{target.host}:{target.port}"
-        path = scope.get("raw_path") or scope["path"].encode()
-        query = scope.get("query_string", b"")
-        url = upstream + path.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
+        url = upstream + _path_and_query(scope)
         has_body = any(name in (b"content-length", b"transfer-encoding") for name, _ in scope["headers"])
         request = self.client.build_request(
             scope["method"],
@@ -206,7 +190,7 @@ async def _websocket(scope, receive, send, *, host, passes, tcp_port, target) ->
             writer.close()
         else:
             await upstream.close()
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(RuntimeError, OSError):  # the client left first
             await send({"type": "websocket.close", "code": 1000})
 
 
@@ -239,25 +223,22 @@ def _bearer(scope) -> str | None:
 
 
 async def _lab_websocket(scope, target: gateway.Target):
-    path = scope.get("raw_path") or scope["path"].encode()
-    query = scope.get("query_string", b"")
-    url = f"ws://{target.host}:{target.port}{path.decode('latin-1')}" + (
-        "?" + query.decode("latin-1") if query else ""
-    )
-    skipped = HOP_BY_HOP | {
+    # The handshake's own headers are the client library's to write.
+    handshake = {
         b"host",
         b"sec-websocket-key",
         b"sec-websocket-version",
         b"sec-websocket-extensions",
+        b"sec-websocket-protocol",
     }
     headers = [
-        (name.decode("latin-1"), _without_cookie(value, gateway.COOKIE_NAME).decode("latin-1"))
-        for name, value in scope["headers"]
-        if name not in skipped and name != b"sec-websocket-protocol"
+        (name.decode("latin-1"), value.decode("latin-1"))
+        for name, value in _request_headers(scope, target)
+        if name not in handshake
     ]
     return await websockets.asyncio.client.connect(
-        url,
-        additional_headers=[(name, value) for name, value in headers if value],
+        f"ws://{target.host}:{target.port}{_path_and_query(scope)}",
+        additional_headers=headers,
         subprotocols=scope.get("subprotocols") or None,
         open_timeout=settings.VM_GATEWAY_CONNECT_TIMEOUT,
         max_size=None,
@@ -317,7 +298,15 @@ async def _body(receive):
             return
 
 
+def _path_and_query(scope) -> str:
+    path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
+    query = scope.get("query_string", b"").decode("latin-1")
+    return f"{path}?{query}" if query else path
+
+
 def _request_headers(scope, target: gateway.Target) -> list[tuple[bytes, bytes]]:
+    """The client's headers as the machine gets them: no hop-by-hop ones, no gateway cookie,
+    and who asked (X-Forwarded-For, -Proto)."""
     forwarded = []
     for name, value in scope["headers"]:
         if name in HOP_BY_HOP:

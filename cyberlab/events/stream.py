@@ -32,13 +32,12 @@ from http.cookies import SimpleCookie
 from typing import Any
 
 import redis.asyncio as aioredis
-from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import close_old_connections
 from redis.commands.core import AsyncScript
 
 from cyberlab.accounts import selectors
 from cyberlab.events import services
+from cyberlab.threads import in_django
 
 logger = logging.getLogger(__name__)
 
@@ -81,24 +80,15 @@ class Principal:
     token: str | None = None
 
 
-def _authenticate(session_key: str | None, token: str | None) -> Principal | None:
-    # In a thread of the default executor: its database connection is kept between
-    # calls within CONN_MAX_AGE, as a request's would be.
-    close_old_connections()
-    try:
-        if token:
-            user_id = selectors.user_id_for_token(token=token)
-            return Principal(user_id=user_id, token=token) if user_id is not None else None
-        if session_key:
-            user_id = selectors.user_id_for_session_key(session_key=session_key)
-            return Principal(user_id=user_id, session_key=session_key) if user_id is not None else None
-        return None
-    finally:
-        close_old_connections()
-
-
-async def authenticate(session_key: str | None, token: str | None) -> Principal | None:
-    return await sync_to_async(_authenticate, thread_sensitive=False)(session_key, token)
+@in_django
+def authenticate(session_key: str | None, token: str | None) -> Principal | None:
+    if token:
+        user_id = selectors.user_id_for_token(token=token)
+        return Principal(user_id=user_id, token=token) if user_id is not None else None
+    if session_key:
+        user_id = selectors.user_id_for_session_key(session_key=session_key)
+        return Principal(user_id=user_id, session_key=session_key) if user_id is not None else None
+    return None
 
 
 def _stream_id(value: str) -> tuple[int, int]:
