@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the demo lab machine image without a registry: a root filesystem holding
 # Debian's statically linked busybox, imported with `docker import`. It serves HTTP on
-# port 8080 (busybox httpd) and writes the FLAG variable to /www/flag.
+# port 8080 (busybox httpd) and writes the FLAG variable to /www/flag; /cgi-bin/ws is a
+# WebSocket that sends one message, and port 7000 echoes TCP.
 #
 # Tag: $VM_DEMO_IMAGE (default cyberlab/demo:latest). Quick and idempotent: the image
 # carries a hash of its inputs and is rebuilt only when they change (FORCE=1 rebuilds).
@@ -46,6 +47,8 @@ for applet in $("$BUSYBOX" --list); do
 done
 install -m 0755 "$SOURCE/init.sh" "$ROOTFS/init.sh"
 install -m 0644 "$SOURCE/index.html" "$ROOTFS/srv/index.html"
+mkdir -p "$ROOTFS/www/cgi-bin"
+install -m 0755 "$SOURCE/ws" "$ROOTFS/www/cgi-bin/ws"
 install -m 0644 "$SOURCE/passwd" "$ROOTFS/etc/passwd"
 install -m 0644 "$SOURCE/group" "$ROOTFS/etc/group"
 

@@ -16,7 +16,12 @@ from cyberlab.throttling import refused_only_by
 from vms import activity, selectors, services
 from vms.errors import MachineNotFound
 from vms.models import StopReason
-from vms.serializers import MachineStateSerializer, StaffMachineStateSerializer
+from vms.serializers import (
+    MachineStateSerializer,
+    StaffAccessRequestSerializer,
+    StaffAccessSerializer,
+    StaffMachineStateSerializer,
+)
 
 # Every machine endpoint may answer these: not signed in (a 403, since the session
 # authenticator asks for no credentials; a missing CSRF token too), and rate limited.
@@ -36,6 +41,12 @@ class CanStopMachines(BasePermission):
     def has_permission(self, request, view) -> bool:
         user = request.user
         return bool(user and user.is_authenticated and user.is_staff and user.has_perm("vms.stop_vmsession"))
+
+
+class CanEnterMachines(BasePermission):
+    def has_permission(self, request, view) -> bool:
+        user = request.user
+        return bool(user and user.is_authenticated and user.is_staff and user.has_perm("vms.enter_vmsession"))
 
 
 class LabMachineApi(APIView):
@@ -175,3 +186,24 @@ class AdminMachineApi(APIView):
     def delete(self, request, session_id: uuid.UUID):
         machine = services.vm_stop_session(session_id=session_id, reason=StopReason.ADMIN)
         return Response(StaffMachineStateSerializer(machine).data, status=status.HTTP_202_ACCEPTED)
+
+
+class AdminMachineAccessApi(APIView):
+    """Staff with `vms.enter_vmsession`: entry links to a learner's running machine, made
+    for an access recorded with its reason."""
+
+    permission_classes = [CanEnterMachines]
+
+    @extend_schema(
+        request=StaffAccessRequestSerializer,
+        responses={201: StaffAccessSerializer, **error_responses(*_ERRORS, 400, 404, 409)},
+    )
+    def post(self, request, session_id: uuid.UUID):
+        body = StaffAccessRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        access = services.vm_staff_access(
+            staff=request.user, session_id=session_id, reason=body.validated_data["reason"]
+        )
+        return Response(
+            StaffAccessSerializer(access, context={"request": request}).data, status=status.HTTP_201_CREATED
+        )

@@ -48,3 +48,8 @@ class PlatformFull(exceptions.Throttled):
 class ExtendRefused(Conflict):
     default_detail = "This machine cannot be extended now."
     default_code = "vm_extend_refused"
+
+
+class MachineNotRunning(Conflict):
+    default_detail = "This machine is not running, so there is nothing to enter."
+    default_code = "vm_not_running"

@@ -13,6 +13,11 @@ the gateway checks that the machine still runs for that user, unexpired, and tha
 credential is still live. Both answers are kept by the credential cache, which Postgres
 invalidates (the machine's row notifies like a credential does, vms migration 0005):
 stopping, expiry, a revoke or a deactivated account cut access at the next request.
+
+Staff holding `vms.enter_vmsession` get links too, each made for a `MachineAccess` row
+they open with a reason (`POST admin/vms/{id}/access/`); their pass names that row, every
+entry through it is counted on it, and the permission is read again on every request.
+Their traffic does not count as the learner's activity.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core import signing
+from django.db.models import DateTimeField, F, Value
+from django.db.models.functions import Coalesce
 from django.http import HttpRequest
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
@@ -34,7 +41,7 @@ from cyberlab.accounts import credentials
 from cyberlab.accounts.models import UserSession
 from cyberlab.accounts.selectors import session_key_digest
 from vms import activity
-from vms.models import VMSession, VMStatus
+from vms.models import MachineAccess, VMSession, VMStatus
 
 ENTRY_PATH = "/_cyberlab/enter"
 TCP_PATH = "/_tcp/"
@@ -60,6 +67,7 @@ class Target:
     port: int
     origin: str
     lab_id: int
+    user_id: int  # the machine's owner
 
 
 def new_name() -> str:
@@ -88,26 +96,33 @@ def parse_host(host: str) -> tuple[str, int | None] | None:
 
 def credential_of(request: HttpRequest) -> str | None:
     """What signed this API request in, as an entry link records it."""
-    if isinstance(request.auth, Token):
+    if isinstance(getattr(request, "auth", None), Token):
         return "t:" + hashlib.sha256(request.auth.key.encode()).hexdigest()
     key = getattr(request, "session", None) and request.session.session_key
     return "s:" + session_key_digest(key) if key else None
 
 
-def links(*, request: HttpRequest, connection: dict, session_id: str, user_id: int) -> dict[int, dict]:
+def links(
+    *, request: HttpRequest, connection: dict, session_id: str, user_id: int, access: int | None = None
+) -> dict[int, dict]:
     """Port -> what its owner uses to reach it: for an HTTP port a single-use entry `url`;
     for any other a WebSocket `url` carrying its raw bytes, a bearer `token` and a ready
     `command` (the shipped tunnel client). Empty when there is no gateway, no machine
-    name yet, another user asking, or no credential to tie the links to."""
+    name yet, another user asking, or no credential to tie the links to. With `access`
+    (a staff `MachineAccess` id) the links are the asking staff member's."""
     name = connection.get("gateway")
     credential = credential_of(request)
-    if not settings.VM_GATEWAY_URL or not name or credential is None or request.user.pk != user_id:
+    if not settings.VM_GATEWAY_URL or not name or credential is None:
+        return {}
+    if access is None and request.user.pk != user_id:
         return {}
     found: dict[int, dict] = {}
     http_index = 0
     for entry in connection.get("ports", []):
         port = entry["port"]
-        ticket = {"s": session_id, "u": user_id, "c": credential, "p": port}
+        ticket = {"s": session_id, "u": request.user.pk, "c": credential, "p": port}
+        if access is not None:
+            ticket["a"] = access
         if entry.get("protocol") == "http":
             token = signing.dumps({**ticket, "n": secrets.token_hex(8)}, salt=_ENTRY_SALT, compress=True)
             base = origin(name=name, port=None if http_index == 0 else port)
@@ -145,7 +160,12 @@ def redeem(*, host: str, token: str) -> str:
         raise Refused(503, "Entry links cannot be checked right now; try again in a moment.") from error
     if not fresh:
         raise Refused(403, "This entry link was used already: open the machine from the platform again.")
-    pass_ = {key: ticket[key] for key in ("s", "u", "c", "p")}
+    if "a" in ticket:
+        now = Value(timezone.now(), output_field=DateTimeField())
+        MachineAccess.objects.filter(pk=ticket["a"]).update(
+            entries=F("entries") + 1, last_entered_at=now, first_entered_at=Coalesce("first_entered_at", now)
+        )
+    pass_ = {key: ticket[key] for key in ("s", "u", "c", "p", "a") if key in ticket}
     return signing.dumps(pass_, salt=_COOKIE_SALT, compress=True)
 
 
@@ -162,8 +182,8 @@ def admit(*, host: str, cookie: str | None, tcp_port: int | None = None, active:
     except signing.BadSignature as error:
         raise Refused(403, "Open this machine from the platform: only its owner can enter.") from error
     target = _admit(host=host, ticket=ticket, tcp_port=tcp_port)
-    if active:
-        activity.touch(user_id=ticket["u"], lab_id=target.lab_id)
+    if active and "a" not in ticket:
+        activity.touch(user_id=target.user_id, lab_id=target.lab_id)
     return target
 
 
@@ -196,15 +216,39 @@ def _admit(*, host: str, ticket: dict, tcp_port: int | None = None) -> Target:
     else:
         port, allowed = (http_ports[0] if port_in_host is None and http_ports else port_in_host), http_ports
         matches = ticket.get("p") == port
-    if str(session_id) != ticket.get("s") or user_id != ticket.get("u") or not matches:
+    staff_access = ticket.get("a")
+    holder = ticket.get("u")
+    if str(session_id) != ticket.get("s") or not matches:
         raise Refused(403, "Open this machine from the platform: only its owner can enter.")
+    if staff_access is None and holder != user_id:
+        raise Refused(403, "Open this machine from the platform: only its owner can enter.")
+    if staff_access is not None and not _staff_may_enter(
+        access=staff_access, staff_id=holder, session_id=session_id
+    ):
+        raise Refused(403, "This staff access is no longer allowed.")
     if port not in allowed or not connection.get("upstream"):
         raise Refused(404, "No machine is served at this address.")
-    if not _credential_live(user_id=user_id, credential=ticket.get("c", "")):
+    if not _credential_live(user_id=holder, credential=ticket.get("c", "")):
         raise Refused(403, "You are signed out: sign in on the platform and open the machine again.")
     return Target(
-        host=connection["upstream"], port=port, origin=origin(name=name, port=port_in_host), lab_id=lab_id
+        host=connection["upstream"],
+        port=port,
+        origin=origin(name=name, port=port_in_host),
+        lab_id=lab_id,
+        user_id=user_id,
     )
+
+
+def _staff_may_enter(*, access: int, staff_id: int, session_id) -> bool:
+    """Read on every request, uncached: staff entries are rare, and a permission taken
+    away (directly or through a group) notifies nothing the credential cache hears."""
+    found = (
+        MachineAccess.objects.filter(pk=access, session_id=session_id, staff_id=staff_id)
+        .select_related("staff")
+        .first()
+    )
+    staff = found and found.staff
+    return bool(staff and staff.is_active and staff.is_staff and staff.has_perm("vms.enter_vmsession"))
 
 
 def _credential_live(*, user_id: int, credential: str) -> bool:

@@ -72,7 +72,10 @@ class VMSession(models.Model):
     class Meta:
         ordering = ["-started_at"]
         verbose_name = "machine session"
-        permissions = [("stop_vmsession", "Can force-stop a lab machine")]
+        permissions = [
+            ("stop_vmsession", "Can force-stop a lab machine"),
+            ("enter_vmsession", "Can enter a learner's machine through the gateway"),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["user", "lab"],
@@ -101,6 +104,26 @@ class VMSession(models.Model):
     @property
     def is_open(self) -> bool:
         return self.stopped_at is None
+
+
+class MachineAccess(models.Model):
+    """A staff member's way into a learner's machine, asked for with a reason: the entry
+    links made for it carry its id, and every entry through one is counted here."""
+
+    session = models.ForeignKey(VMSession, on_delete=models.CASCADE, related_name="staff_accesses")
+    staff = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="machine_accesses"
+    )
+    reason = models.CharField(max_length=500)
+    created_at = models.DateTimeField(auto_now_add=True)
+    entries = models.PositiveIntegerField(default=0, help_text="Entry links used.")
+    first_entered_at = models.DateTimeField(null=True, blank=True)
+    last_entered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "staff machine access"
+        verbose_name_plural = "staff machine accesses"
 
 
 class LiveMachine(VMSession):

@@ -79,3 +79,33 @@ class StaffMachineStateSerializer(MachineStateSerializer):
     def get_last_activity_at(self, instance):
         seen = self.context.get("last_activity", {}).get((instance.user_id, instance.lab_id))
         return serializers.DateTimeField().to_representation(seen) if seen is not None else None
+
+
+class StaffAccessRequestSerializer(serializers.Serializer):
+    reason = serializers.CharField(
+        max_length=500, help_text="Why staff enter this learner's machine; recorded with the access."
+    )
+
+
+class StaffAccessSerializer(serializers.Serializer):
+    """A recorded staff access and the links it gives: the same shapes as the owner's."""
+
+    access_id = serializers.IntegerField(source="pk")
+    session_id = serializers.UUIDField()
+    user_id = serializers.IntegerField(source="session.user_id", help_text="The machine's owner.")
+    reason = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    ports = serializers.SerializerMethodField()
+
+    @extend_schema_field(MachinePortSerializer(many=True))
+    def get_ports(self, access):
+        session = access.session
+        found = gateway.links(
+            request=self.context["request"],
+            connection=session.connection,
+            session_id=str(session.pk),
+            user_id=session.user_id,
+            access=access.pk,
+        )
+        ports = MachinePortSerializer(session.connection.get("ports", []), many=True).data
+        return [{**port, **found.get(port["port"], {})} for port in ports]

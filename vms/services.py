@@ -34,13 +34,14 @@ from vms.errors import (
     ExtendRefused,
     LabHasNoMachine,
     MachineNotFound,
+    MachineNotRunning,
     MachineRefused,
     MachinesDisabled,
     PlatformFull,
     UserLimitReached,
 )
 from vms.ledger import announce, change_session, close_session, publish_session
-from vms.models import ACTIVE_STATUSES, StopReason, VMSession, VMStatus
+from vms.models import ACTIVE_STATUSES, MachineAccess, StopReason, VMSession, VMStatus
 from vms.policy import (
     CheckedTemplate,
     MachineNotAllowed,
@@ -314,6 +315,26 @@ def vm_stop_session(*, session_id: uuid.UUID | str, reason: str, user: User | No
             raise MachineNotFound(detail="No live machine has this id.")
         marked = _mark_stopping(session, reason=reason)
     return _after_stop(session, marked=marked)
+
+
+def vm_staff_access(*, staff: User, session_id: uuid.UUID | str, reason: str) -> MachineAccess:
+    """Records a staff member's access to a running machine; the gateway links made for
+    it (`vms.gateway.links(access=...)`) count their entries on this row."""
+    session = VMSession.objects.filter(pk=session_id, stopped_at__isnull=True).first()
+    if session is None:
+        raise MachineNotFound(detail="No live machine has this id.")
+    if session.status != VMStatus.RUNNING or not session.gateway_name:
+        raise MachineNotRunning()
+    access = MachineAccess.objects.create(session=session, staff=staff, reason=reason)
+    logger.info(
+        "staff %s opened access %s to machine %s of user %s: %s",
+        staff.pk,
+        access.pk,
+        session.pk,
+        session.user_id,
+        reason,
+    )
+    return access
 
 
 def _mark_stopping(session: VMSession, *, reason: str) -> bool:

@@ -12,4 +12,5 @@ urlpatterns = [
     path("vms/<uuid:session_id>/", api.MyMachineApi.as_view(), name="my-vm"),
     path("admin/vms/", api.AdminMachinesApi.as_view(), name="admin-vms"),
     path("admin/vms/<uuid:session_id>/", api.AdminMachineApi.as_view(), name="admin-vm"),
+    path("admin/vms/<uuid:session_id>/access/", api.AdminMachineAccessApi.as_view(), name="admin-vm-access"),
 ]

@@ -4,126 +4,24 @@ engine, entered with the links the API hands its owner."""
 from __future__ import annotations
 
 import asyncio
-import http.client
-import sys
 import time
 from datetime import timedelta
-from http.cookies import SimpleCookie
 from urllib.parse import urlsplit
 
 import pytest
 import websockets
 import websockets.asyncio.client
-from django.conf import settings
+from django.contrib.auth.models import Permission
 from django.db import connection
-from django.test import override_settings
 from django.utils import timezone
-from rest_framework.test import APIClient
 
-from cyberlab.accounts.services import token_for
-from tests.conftest import free_port, require
-from tests.factories import UserFactory
-from tests.integration.served import ROOT, process, stack_env
+from tests.conftest import free_port
+from tests.integration.machines import enter, get, learner_with_token, running_machine
 from tests.vms import support
-from vms import activity, gateway, maintenance, tunnel
-from vms.models import VMSession
+from vms import activity, maintenance, tunnel
+from vms.models import MachineAccess, VMSession
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
-
-NO_THROTTLE = {"user": "", "anon": "", "vm_start": "", "login": "", "register": "", "flag": ""}
-
-
-@pytest.fixture
-def gateway_port(tmp_path):
-    """scripts/gateway.sh on a free port of 127.0.0.1, machines at {name}.localhost:<port>."""
-    client = support.docker_client()
-    require(client is not None, "no Docker engine answers")
-    require(support.ensure_demo_image(client), "the demo image could not be built")
-    support.remove_platform_objects(client)
-    port = free_port()
-    pattern = f"http://{{name}}.localhost:{port}/"
-    env = stack_env(
-        tmp_path,
-        # The links are signed here, by the test's own settings, as the web would sign them.
-        SECRET_KEY=settings.SECRET_KEY,
-        GATEWAY_BIND=f"127.0.0.1:{port}",
-        PYTHON=sys.executable,
-        GATEWAY_ACCESS_LOG="/dev/null",
-        VM_GATEWAY_URL=pattern,
-        VM_ACTIVITY_RESOLUTION="0",  # every request recorded, so a test sees the gateway's own
-        # Small enough for a test to reach: connections per machine, seconds of silence.
-        VM_GATEWAY_MAX_CONNECTIONS="3",
-        VM_GATEWAY_IDLE_CLOSE="3",
-    )
-    settings_for_test = override_settings(
-        VM_PLATFORM_NAME=support.TEST_PLATFORM, THROTTLE_RATES=NO_THROTTLE, VM_GATEWAY_URL=pattern
-    )
-    command = [str(ROOT / "scripts" / "gateway.sh")]
-    with settings_for_test, process(command, env, log=tmp_path / "gateway.log"):
-        support.wait_for(lambda: _answers(port), timeout=30, what="the gateway listening")
-        yield port
-    support.remove_platform_objects(client)
-    client.close()
-
-
-@pytest.fixture
-def worker(transactional_db):
-    with support.thread_worker() as app:
-        yield app
-
-
-def _answers(port: int) -> bool:
-    try:
-        get(port, f"http://nobody.localhost:{port}/")
-    except OSError:
-        return False
-    return True
-
-
-def get(port: int, url: str, cookie: str | None = None) -> tuple[int, bytes, http.client.HTTPMessage]:
-    """One request to the gateway on 127.0.0.1 for `url`'s host, as a browser would send it."""
-    parts = urlsplit(url)
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    headers = {"Host": parts.netloc}
-    if cookie:
-        headers["Cookie"] = cookie
-    path = parts.path + (f"?{parts.query}" if parts.query else "")
-    connection.request("GET", path or "/", headers=headers)
-    response = connection.getresponse()
-    body = response.read()
-    connection.close()
-    return response.status, body, response.headers
-
-
-def learner_with_token():
-    user = UserFactory()
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(user=user)}")
-    return user, client
-
-
-def running_machine(client: APIClient, lab) -> dict:
-    assert client.post(f"/api/v1/labs/{lab.pk}/vm/").status_code == 202
-
-    def running():
-        body = client.get(f"/api/v1/labs/{lab.pk}/vm/").json()
-        assert body.get("status") != "failed", body
-        return body if body.get("status") == "running" else None
-
-    return support.wait_for(running, timeout=60, what="machine running")
-
-
-def enter(port: int, url: str) -> str:
-    """Trades an entry link for the gateway's cookie; returns the Cookie header to send."""
-    status, body, headers = get(port, url)
-    assert status == 302, (status, body)
-    assert headers["Location"] == "/"
-    jar = SimpleCookie(headers["Set-Cookie"])
-    morsel = jar[gateway.COOKIE_NAME]
-    assert morsel["httponly"]
-    assert morsel["samesite"] == "Lax"
-    assert not morsel["domain"]
-    return f"{gateway.COOKIE_NAME}={morsel.value}"
 
 
 def inside_machine(gateway_port: int):
@@ -322,3 +220,35 @@ def test_a_machine_takes_only_so_many_connections_and_a_silent_tunnel_is_closed(
             await ws.close()
 
     asyncio.run(scenario())
+
+
+def test_staff_allowed_to_enter_see_a_learners_machine_until_the_permission_goes(
+    gateway_port, worker
+):
+    # given a learner's running machine, and staff allowed to enter machines
+    learner_client = learner_with_token()[1]
+    lab = support.machine_lab()
+    machine = running_machine(learner_client, lab)
+    staff, staff_client = learner_with_token()
+    staff.is_staff = True
+    staff.save()
+    staff.user_permissions.add(Permission.objects.get(codename="enter_vmsession"))
+    # when they open an access with a reason and use its link
+    access = staff_client.post(
+        f"/api/v1/admin/vms/{machine['session_id']}/access/",
+        {"reason": "learner asked for help"},
+        format="json",
+    )
+    assert access.status_code == 201, access.json()
+    url = access.json()["ports"][0]["url"]
+    origin = f"{urlsplit(url).scheme}://{urlsplit(url).netloc}"
+    cookie = enter(gateway_port, url)
+    # then they see the learner's machine, and the entry is on record
+    status, flag, _ = get(gateway_port, f"{origin}/flag", cookie)
+    assert status == 200
+    assert flag.strip()
+    record = MachineAccess.objects.get(pk=access.json()["access_id"])
+    assert (record.reason, record.entries) == ("learner asked for help", 1)
+    # when the permission is taken away, the next request is refused
+    staff.user_permissions.clear()
+    assert get(gateway_port, f"{origin}/flag", cookie)[0] == 403

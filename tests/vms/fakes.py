@@ -19,6 +19,7 @@ class FakeProvider(Provider):
     fail_start: str | None = None
     starts = 0
     after_start = None
+    publish = True  # False: like VM_PUBLISH_PORTS=0, reached at its own address only
 
     @classmethod
     def reset(cls) -> None:
@@ -29,6 +30,7 @@ class FakeProvider(Provider):
             cls.fail_start = None
             cls.starts = 0
             cls.after_start = None
+            cls.publish = True
 
     def _check(self) -> None:
         if type(self).down:
@@ -51,7 +53,8 @@ class FakeProvider(Provider):
                 lab_id=spec.lab_id,
                 running=True,
                 host="127.0.0.1",
-                ports={port.port: 40000 + index for index, port in enumerate(spec.ports)},
+                ports={port.port: 40000 + index for index, port in enumerate(spec.ports)} if cls.publish else {},
+                address="192.0.2.10",
                 created_at=datetime.now(tz=UTC),
             )
             cls.instances[spec.session_id] = instance
