@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements/*.txt | md5sum | cut -c1-12)
 
-.PHONY: run test lint format bench demo-image services docker-engine clean
+.PHONY: run test lint format bench demo-image services docker-engine browser clean
 
 $(STAMP):
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,13 +16,16 @@ $(STAMP):
 run: $(STAMP)
 	scripts/run.sh
 
-test: $(STAMP) services docker-engine demo-image
+test: $(STAMP) services docker-engine demo-image browser
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 services:
 	scripts/ensure-services.sh
+
+browser:
+	scripts/browser.sh
 
 docker-engine:
 	scripts/docker-engine.sh

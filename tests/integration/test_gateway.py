@@ -222,9 +222,7 @@ def test_a_machine_takes_only_so_many_connections_and_a_silent_tunnel_is_closed(
     asyncio.run(scenario())
 
 
-def test_staff_allowed_to_enter_see_a_learners_machine_until_the_permission_goes(
-    gateway_port, worker
-):
+def test_staff_allowed_to_enter_see_a_learners_machine_until_the_permission_goes(gateway_port, worker):
     # given a learner's running machine, and staff allowed to enter machines
     learner_client = learner_with_token()[1]
     lab = support.machine_lab()

@@ -44,6 +44,7 @@ class FakeProvider(Provider):
         cls = type(self)
         if cls.fail_start:
             raise ProviderError(cls.fail_start)
+        published = {port.port: 40000 + index for index, port in enumerate(spec.ports)}
         with cls.lock:
             cls.starts += 1
             instance = Instance(
@@ -53,7 +54,7 @@ class FakeProvider(Provider):
                 lab_id=spec.lab_id,
                 running=True,
                 host="127.0.0.1",
-                ports={port.port: 40000 + index for index, port in enumerate(spec.ports)} if cls.publish else {},
+                ports=published if cls.publish else {},
                 address="192.0.2.10",
                 created_at=datetime.now(tz=UTC),
             )

@@ -140,7 +140,7 @@ def test_a_learners_own_pass_does_not_open_another_learners_machine_as_staff_pas
 
 def test_the_live_machines_page_shows_gateway_machines_and_lets_permitted_staff_enter(admin_client):
     # given a machine that publishes nothing on the lab host (the default)
-    learner, session_id = running_machine()
+    _, session_id = running_machine()
     # when staff look at the live machines
     page = admin_client.get("/admin/vms/livemachine/")
     # then it is listed, reached through the gateway
