@@ -6,6 +6,7 @@ Docs: https://docs.celeryq.dev/en/stable/django/first-steps-with-django.html
 import os
 
 from celery import Celery
+from celery.beat import PersistentScheduler
 from celery.signals import task_postrun, task_prerun
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cyberlab.settings")
@@ -23,3 +24,14 @@ def _recycle_database_connections(**kwargs) -> None:
     from django.db import close_old_connections
 
     close_old_connections()
+
+
+class HeartbeatScheduler(PersistentScheduler):
+    """Celery's default scheduler, stamping each tick in Redis so /metrics and /readyz can
+    tell a beat that stopped (CELERY_BEAT_SCHEDULER in settings)."""
+
+    def tick(self, *args, **kwargs):
+        from cyberlab import metrics
+
+        metrics.mark_stamp(metrics.BEAT_KEY)
+        return super().tick(*args, **kwargs)

@@ -9,7 +9,7 @@ from django.db import connection
 from django.http import JsonResponse
 from django.views.decorators.http import require_GET
 
-from cyberlab import redis_client
+from cyberlab import metrics, redis_client
 from cyberlab.celery import app as celery_app
 
 
@@ -43,6 +43,33 @@ def _broker() -> bool:
     return True
 
 
+def _reported() -> dict:
+    """The engine as the workers last saw it, and the beat's heartbeat: their ages, read
+    from Redis. They do not change the status: a web node serves without a beat, and
+    restarting it would not bring one back."""
+    now = time.time()
+    try:
+        engine = redis_client.json_get(metrics.ENGINE_KEY)
+        with redis_client.connection() as client:
+            beat = client.get(metrics.BEAT_KEY)
+    except redis_client.RedisUnavailable:
+        return {}
+    fresh = settings.READY_REPORT_MAX_AGE
+    if engine is None:
+        engine_check = {"ok": False, "error": "no worker has reported the engine"}
+    else:
+        age = round(now - engine["at"], 1)
+        engine_check = {"ok": engine["ok"] and age <= fresh, "age_s": age}
+        if engine.get("error"):
+            engine_check["error"] = engine["error"]
+    if beat is None:
+        beat_check = {"ok": False, "error": "no beat heartbeat"}
+    else:
+        age = round(now - float(beat), 1)
+        beat_check = {"ok": age <= fresh, "age_s": age}
+    return {"engine": engine_check, "beat": beat_check}
+
+
 @require_GET
 def readyz(request):
     """Each dependency reported; 503 without Postgres, "degraded" without Redis or broker."""
@@ -57,4 +84,4 @@ def readyz(request):
         status_text, code = "ok", 200
     else:
         status_text, code = "degraded", 200
-    return JsonResponse({"status": status_text, "checks": checks}, status=code)
+    return JsonResponse({"status": status_text, "checks": checks, "workers": _reported()}, status=code)

@@ -35,6 +35,8 @@ from django_redis.client import DefaultClient
 from django_redis.exceptions import ConnectionInterrupted
 from redis.commands.core import Script
 
+from cyberlab import metrics
+
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -68,6 +70,7 @@ class _Incident:
                 self.down_since = now
             self.retry_at = now + settings.REDIS_RETRY_INTERVAL
         if first:
+            metrics.REDIS_INCIDENTS.inc()
             logger.warning("Redis unavailable, degrading until it answers again: %s", error)
 
     def recover(self) -> None:
@@ -156,6 +159,7 @@ def fallback(func: Callable[[], T], default: T) -> T:
     try:
         return func()
     except RedisUnavailable:
+        metrics.REDIS_FALLBACKS.inc()
         return default
 
 

@@ -79,6 +79,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Counts every answer, the ones middleware below gives too (cyberlab/metrics.py).
+    "cyberlab.metrics.MetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -376,6 +378,8 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 300)
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 240)
 CELERY_TIMEZONE = "UTC"
+# Celery's own scheduler, with a heartbeat in Redis (cyberlab/celery.py).
+CELERY_BEAT_SCHEDULER = "cyberlab.celery:HeartbeatScheduler"
 # Celery closes the worker's database connections around every task unless told to keep
 # them for this many tasks: a new Postgres connection per task (a machine start waited
 # for one). Kept, they are checked before each task as Django checks them before each
@@ -666,3 +670,18 @@ CELERY_BEAT_SCHEDULE["leaderboard-rebuild"] = {
     "task": "leaderboard.rebuild",
     "schedule": LEADERBOARD_REBUILD_INTERVAL,
 }
+
+# =============================================================================
+# Metrics (cyberlab/metrics.py): /metrics for a scraper holding METRICS_TOKEN (bearer) or
+# coming from an address in METRICS_ALLOW (addresses or networks); 404 for anyone else.
+# =============================================================================
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
+METRICS_ALLOW = env_list("METRICS_ALLOW")
+# Seconds the sweep, reconcile and beat stamps live in Redis: a stamp older than this is
+# gone, and the scrape shows no value rather than a stale one.
+METRICS_STAMP_TTL = env_int("METRICS_STAMP_TTL", 86400)
+# The broker queues whose depth is reported (Celery's default queue is "celery").
+METRICS_QUEUES = env_list("METRICS_QUEUES", "celery")
+# /readyz calls the workers' engine report and the beat's heartbeat stale after this many
+# seconds (the sweep, which reports the engine, runs every VM_SWEEP_INTERVAL).
+READY_REPORT_MAX_AGE = env_int("READY_REPORT_MAX_AGE", 60)

@@ -35,7 +35,7 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import NoReverseMatch, reverse
 from rest_framework.throttling import BaseThrottle
 
-from cyberlab import ratelimit
+from cyberlab import metrics, ratelimit
 from cyberlab.ratelimit import Bucket, Decision, Rate, Usage
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -173,6 +173,10 @@ class RateLimitThrottle(BaseThrottle):
             return True
         request.META[_PENDING] = _Pending(decision=decision, scope_buckets=scope_buckets)
         self._wait = decision.retry_after
+        if not decision.admitted:
+            full = {usage.bucket.key for usage in decision.usages if usage.remaining == 0}
+            own = {bucket.key for bucket in scope_buckets.get(scope, [])}
+            metrics.RATE_LIMITED.labels(scope if own & full else general).inc()
         return decision.admitted
 
     def wait(self) -> float | None:

@@ -5,6 +5,8 @@
 # environment; it is served as scripts/serve.sh serves the web, with the same settings.
 set -euo pipefail
 export SERVE_APP=vms.proxy:application
+# Its metrics files are its own: the web empties its directory when it starts.
+unset PROMETHEUS_MULTIPROC_DIR
 export BIND="${GATEWAY_BIND:-127.0.0.1:8001}"
 export WEB_CONCURRENCY="${GATEWAY_CONCURRENCY:-1}"
 export WEB_ACCESS_LOG="${GATEWAY_ACCESS_LOG:--}"

@@ -19,7 +19,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from cyberlab import redis_client
+from cyberlab import metrics, redis_client
 from cyberlab.events import services as events
 from vms import activity, state
 from vms.ledger import announce, change_session, close_session, publish_session
@@ -76,9 +76,26 @@ def vm_sweep(
     if token is None:
         return SweepReport(skipped=True)
     try:
-        return _sweep(now=now, dry_run=dry_run, user_id=user_id, lab_id=lab_id, stop_all=stop_all)
+        report = _sweep(now=now, dry_run=dry_run, user_id=user_id, lab_id=lab_id, stop_all=stop_all)
+        if not dry_run:
+            metrics.mark_stamp(metrics.SWEEP_KEY)
+            _report_engine()
+        return report
     finally:
         _unlock("sweep", token)
+
+
+def _report_engine() -> None:
+    """The worker's view of the engine, for /readyz: the web never pings the engine itself."""
+    try:
+        get_provider().ping()
+    except ProviderDisabled:
+        return
+    except ProviderError as error:
+        view = {"ok": False, "at": timezone.now().timestamp(), "error": str(error)[:200]}
+    else:
+        view = {"ok": True, "at": timezone.now().timestamp()}
+    redis_client.json_set(metrics.ENGINE_KEY, view, ttl=settings.METRICS_STAMP_TTL)
 
 
 def _sweep(
@@ -293,6 +310,8 @@ def vm_reconcile(*, dry_run: bool = False, use_lock: bool = True) -> ReconcileRe
             _reconcile_redis(report=report, dry_run=dry_run)
         except redis_client.RedisUnavailable:
             report.problems.append("Redis is unavailable: live state not checked.")
+        if not dry_run:
+            metrics.mark_stamp(metrics.RECONCILE_KEY)
         if any((report.orphans, report.vanished, report.rebuilt, report.ghosts, report.forgotten)):
             logger.info(
                 "Reconcile: %d orphans removed, %d vanished, %d states rebuilt, %d ghost states, "

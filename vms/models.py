@@ -56,6 +56,7 @@ class VMSession(models.Model):
     expires_at = models.DateTimeField()
     renewals = models.PositiveIntegerField(default=0)
     status_changed_at = models.DateTimeField()
+    running_at = models.DateTimeField(null=True, blank=True, help_text="When the machine first ran.")
     stopped_at = models.DateTimeField(null=True, blank=True)
     stop_reason = models.CharField(max_length=16, choices=StopReason.choices, blank=True)
     failure = models.CharField(max_length=500, blank=True, help_text="Why a start failed.")

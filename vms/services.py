@@ -251,6 +251,7 @@ def vm_provision(*, session_id: str) -> None:
                 instance_id=instance.instance_id,
                 connection=connection,
                 gateway_name=connection["gateway"],
+                running_at=timezone.now(),
             )
     if not keep:
         # Stopped or swept while the machine was being created: remove it again.

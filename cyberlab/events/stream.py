@@ -35,6 +35,7 @@ import redis.asyncio as aioredis
 from django.conf import settings
 from redis.commands.core import AsyncScript
 
+from cyberlab import metrics
 from cyberlab.accounts import selectors
 from cyberlab.events import services
 from cyberlab.threads import in_django
@@ -154,12 +155,15 @@ class Hub:
 
     def add(self, stream: Stream) -> None:
         self._ensure_running()
+        if stream.connection_id not in self.by_connection:
+            metrics.EVENT_STREAMS.inc()
         self.by_connection[stream.connection_id] = stream
         if stream.principal is not None:
             self.by_user.setdefault(stream.principal.user_id, set()).add(stream)
 
     def remove(self, stream: Stream) -> None:
-        self.by_connection.pop(stream.connection_id, None)
+        if self.by_connection.pop(stream.connection_id, None) is not None:
+            metrics.EVENT_STREAMS.dec()
         if stream.principal is None:
             return
         streams = self.by_user.get(stream.principal.user_id)
