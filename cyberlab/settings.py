@@ -49,6 +49,9 @@ if not SECRET_KEY:
         raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off.")
     SECRET_KEY = "insecure-development-key-do-not-use-in-production"  # noqa: S105
 
+# Old keys still accepted while a new SECRET_KEY takes over (docs/operations.md).
+SECRET_KEY_FALLBACKS = env_list("SECRET_KEY_FALLBACKS")
+
 # Dynamic flags are HMACs of this secret: its own, so rotating SECRET_KEY keeps them.
 FLAG_SECRET = os.environ.get("FLAG_SECRET", "")
 if not FLAG_SECRET:
@@ -103,7 +106,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        "DIRS": [BASE_DIR / "cyberlab" / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [

@@ -1,6 +1,7 @@
 from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
+from django.views.generic import TemplateView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from cyberlab import api, health, metrics
@@ -27,7 +28,13 @@ urlpatterns = [
     path("metrics", metrics.metrics, name="metrics"),
     path("admin/", admin.site.urls),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    # What a newcomer opening the server's address finds: what this is, and where to go.
+    path("", TemplateView.as_view(template_name="cyberlab/home.html"), name="home"),
 ]
+
+admin.site.site_header = "CyberLab administration"
+admin.site.site_title = "CyberLab admin"
+admin.site.index_title = "Courses, labs, learners and machines"
 
 if settings.BENCH_CEILING:
     # The benchmark's ceilings and Postgres-only references (bench/).

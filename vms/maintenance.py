@@ -95,7 +95,9 @@ def _report_engine() -> None:
         view = {"ok": False, "at": timezone.now().timestamp(), "error": str(error)[:200]}
     else:
         view = {"ok": True, "at": timezone.now().timestamp()}
-    redis_client.json_set(metrics.ENGINE_KEY, view, ttl=settings.METRICS_STAMP_TTL)
+    redis_client.fallback(
+        lambda: redis_client.json_set(metrics.ENGINE_KEY, view, ttl=settings.METRICS_STAMP_TTL), None
+    )
 
 
 def _sweep(

@@ -167,3 +167,19 @@ def test_django_404_and_permission_errors_get_the_contract_shape():
     assert (not_found.status_code, not_found.data) == (404, {"detail": "Not found.", "code": "not_found"})
     assert denied.status_code == 403
     assert denied.data["code"] == "permission_denied"
+
+
+@pytest.mark.django_db
+def test_a_new_secret_key_with_the_old_one_as_fallback_signs_nobody_out(settings, user):
+    client = APIClient()
+    client.force_login(user)
+    assert client.get("/api/v1/auth/me/").status_code == 200
+    old = settings.SECRET_KEY
+    settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = "a-brand-new-key", [old]
+    assert client.get("/api/v1/auth/me/").status_code == 200
+    # without the fallback the old sign-in is void
+    other = APIClient()
+    settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = old, []
+    other.force_login(user)
+    settings.SECRET_KEY = "yet-another-key"
+    assert other.get("/api/v1/auth/me/").status_code == 403

@@ -60,3 +60,26 @@ def test_api_root_points_at_the_schema_and_docs(client):
     body = client.get("/api/v1/").json()
     assert body["schema"].endswith("/api/v1/schema/")
     assert body["docs"].endswith("/api/docs/")
+
+
+@pytest.mark.django_db
+def test_the_servers_address_shows_what_this_is_and_where_to_go(client):
+    response = client.get("/")
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "<h1>CyberLab</h1>" in page
+    for link in (
+        'href="/api/docs/"',
+        'href="/admin/"',
+        'href="/healthz"',
+        'href="/readyz"',
+        'href="/api/v1/"',
+    ):
+        assert link in page
+
+
+def test_the_admin_is_branded_and_its_index_leads_to_the_live_machines(admin_client):
+    page = admin_client.get("/admin/").content.decode()
+    assert "CyberLab administration" in page
+    assert "/admin/vms/livemachine/" in page
+    assert "| CyberLab admin</title>" in page
