@@ -125,8 +125,8 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
     if isinstance(exc, exceptions.ValidationError):
         detail = exc.detail
         if isinstance(detail, dict):
-            message = _first_error(detail)
-            response.data = {"detail": message, "code": "invalid", "errors": detail}
+            errors = _flatten(detail)
+            response.data = {"detail": _first_error(errors), "code": "invalid", "errors": errors}
         else:
             items = detail if isinstance(detail, list) else [detail]
             response.data = {
@@ -144,13 +144,27 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
     return response
 
 
-def _first_error(errors: dict) -> str:
+def _flatten(errors, prefix: str = "") -> dict[str, list[str]]:
+    """Field errors as `{"path": [messages]}`, nested fields named by dotted paths
+    (`answers.12`, `items.0.name`), so every client reads one shape."""
+    if isinstance(errors, dict):
+        found: dict[str, list[str]] = {}
+        for field, value in errors.items():
+            found.update(_flatten(value, f"{prefix}.{field}" if prefix else str(field)))
+        return found
+    if isinstance(errors, list) and any(isinstance(item, dict | list) for item in errors):
+        found = {}
+        for index, item in enumerate(errors):
+            found.update(_flatten(item, f"{prefix}.{index}"))
+        return found
+    items = errors if isinstance(errors, list) else [errors]
+    return {prefix or "non_field_errors": [str(item) for item in items]} if items else {}
+
+
+def _first_error(errors: dict[str, list[str]]) -> str:
     """A one-line summary of validation errors, naming the field that failed first."""
     for field, messages in errors.items():
-        first = messages[0] if isinstance(messages, list) and messages else messages
-        if isinstance(first, dict):
-            return _first_error(first)
-        return str(first) if field == "non_field_errors" else f"{field}: {first}"
+        return messages[0] if field == "non_field_errors" else f"{field}: {messages[0]}"
     return "Invalid input."
 
 

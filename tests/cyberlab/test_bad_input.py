@@ -4,7 +4,7 @@ import pytest
 from django.test import Client
 from rest_framework.test import APIClient
 
-from tests.labs.factories import FlagFactory
+from tests.labs.factories import FlagFactory, QuizFactory
 
 NESTED = "[" * 1000 + "]" * 1000
 
@@ -48,3 +48,15 @@ def test_a_body_over_the_upload_limit_is_a_json_error(settings):
 def test_a_body_that_is_not_json_is_a_400():
     response = APIClient().post("/api/v1/auth/token/", "{not json", content_type="application/json")
     assert_error_shape(response, 400)
+
+
+@pytest.mark.django_db
+def test_errors_inside_a_nested_field_are_named_by_their_path(learner_client):
+    quiz = QuizFactory()
+    answers = {"answers": {"7": None}}
+    response = learner_client.post(f"/api/v1/quizzes/{quiz.pk}/attempts/", answers, format="json")
+    body = assert_error_shape(response, 400)
+    # one flat shape, as the schema documents it: a field path to a list of messages
+    assert list(body["errors"]) == ["answers.7"]
+    assert all(isinstance(message, str) for message in body["errors"]["answers.7"])
+    assert body["detail"].startswith("answers.7: ")
